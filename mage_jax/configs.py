@@ -1,0 +1,127 @@
+"""The base ml_collections config shared by every experiment file, and the size modifiers.
+
+`experiments/*.py` start from `base_config()`, set their dataset fields, then apply the size
+modifier named in the variant string (`quicktest`, `cpu`, or none for the accelerator default).
+Sizes are our own defaults (the paper's appendix values are not public); see DESIGN.md section 4.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+SIZE_MODIFIERS = ("quicktest", "cpu")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Accelerator-default config; experiment files override the data fields."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # training seed (evaluation seeds are fixed separately, see eval.seeds)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset_id = ""  # Minari dataset id, e.g. 'D4RL/kitchen/mixed-v2'
+    c.data.obs_family = "box"  # observation flattening: 'kitchen' | 'maze' | 'box'
+    c.data.download = True  # download from the Minari remote when the dataset is not local
+    c.data.generator = ""  # local generator used when the dataset is missing ('' = none)
+    c.data.generator_kwargs = ml_collections.ConfigDict()  # keyword arguments for the generator
+    c.data.rtg_discount = 1.0  # discount of the return-to-go (1.0 = undiscounted)
+    c.data.rtg_scale = 1.0  # returns-to-go are divided by this
+    c.data.horizon = 64  # trajectory segment length H modelled by the autoencoder
+
+    c.model = ml_collections.ConfigDict()
+    c.model.hidden_channels = 128  # width of the 1-D conv encoder/decoder
+    c.model.num_res_blocks = 2  # residual blocks per resolution in encoder and decoder
+    c.model.downsample = 4  # temporal downsampling of the encoder (power of 2); T_lat = H / this
+    c.model.code_dim = 32  # codebook embedding size C
+    c.model.vocab_size = 512  # shared codebook size V
+    c.model.scales = (1, 2, 3, 4, 6, 8, 12, 16)  # token-map lengths l_1..l_K; last = T_lat
+    c.model.phi_ratio = 0.5  # phi refinement: share of the Conv1d output mixed with its input
+    c.model.num_phis = 4  # phi convolutions shared by nearest scale fraction
+    c.model.vq_beta = 0.25  # commitment weight of the VQ loss
+    c.model.reseed_dead_codes = True  # re-seed unused codes from recent encoder outputs
+    c.model.dead_code_decay = 0.99  # EMA decay of per-code usage for dead-code detection
+    c.model.dead_code_threshold = 1e-3  # EMA usage below this marks a code dead
+    c.model.inv_hidden = 256  # hidden width of the latent inverse-dynamics MLP
+    c.model.inv_layers = 2  # hidden layers of the latent inverse-dynamics MLP
+    c.model.tf_depth = 6  # transformer blocks
+    c.model.tf_width = 256  # transformer embedding width
+    c.model.tf_heads = 4  # attention heads
+    c.model.tf_mlp_ratio = 4.0  # MLP hidden width / embedding width
+    c.model.tf_qk_norm = True  # L2-normalise queries and keys (with a learned scale)
+    c.model.cond_dropout = 0.1  # condition dropout for classifier-free guidance
+    c.model.dtype = "float32"  # compute dtype of matmuls ('bfloat16' on accelerators)
+
+    c.stage1 = _stage_config(batch_size=256, num_steps=100_000, lr=3e-4)
+    c.stage1.lambda_recon = 1.0  # weight of the reconstruction MSE
+    c.stage1.lambda_vq = 1.0  # weight of the VQ (codebook + commitment) loss
+    c.stage1.lambda_cond = 1.0  # weight of the adapter start-consistency loss L_cond
+    c.stage1.lambda_inv = 1.0  # weight of the latent inverse-dynamics loss L_inv
+
+    c.stage2 = _stage_config(batch_size=256, num_steps=100_000, lr=3e-4)
+    c.stage2.gumbel_e2e = False  # add L_cond + L_inv through a Gumbel-softmax relaxation
+    c.stage2.gumbel_tau = 1.0  # Gumbel-softmax temperature
+    c.stage2.lambda_cond = 0.1  # weight of L_cond on the end-to-end path
+    c.stage2.lambda_inv = 0.1  # weight of L_inv on the end-to-end path
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps_per_call = 10  # updates per jitted call (lax.scan) to amortise dispatch
+    c.train.log_every = 100  # steps between metric writes
+    c.train.checkpoint_every = 5_000  # steps between checkpoints
+    c.train.keep_checkpoints = 3  # checkpoints kept per stage
+    c.train.eval_every = 0  # steps between periodic evaluations in stage 2 (0 = only at the end)
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_seeds = 50  # environment seeds evaluated together
+    c.eval.seed_offset = 1_000_000  # evaluation seeds are seed_offset + 0..num_seeds-1
+    c.eval.max_steps = 0  # episode step limit (0 = the evaluation env's own limit)
+    c.eval.target_return = 1.0  # initial return-to-go (unscaled), decremented by reward
+    c.eval.cfg_scale = 1.0  # classifier-free guidance strength (0 = conditional model)
+    c.eval.cfg_ramp = False  # ramp the guidance linearly over scales (VAR)
+    c.eval.temperature = 1.0  # sampling temperature
+    c.eval.top_k = 0  # keep the k most likely codes (0 = off)
+    c.eval.top_p = 0.0  # nucleus sampling mass (0 = off)
+    c.eval.action_chunk = 1  # actions executed from each plan before replanning
+    c.eval.vector_env = "auto"  # 'sync' | 'async' | 'auto' (async for heavy envs such as kitchen)
+    c.eval.multi = False  # pointmaze: random start and goal per episode (Multi2D)
+    return c
+
+
+def _stage_config(batch_size: int, num_steps: int, lr: float) -> ml_collections.ConfigDict:
+    s = ml_collections.ConfigDict()
+    s.batch_size = batch_size  # global batch size (sharded over all devices)
+    s.num_steps = num_steps  # optimiser updates
+    s.lr = lr  # peak learning rate
+    s.warmup_steps = 1_000  # linear warm-up steps
+    s.lr_schedule = "cosine"  # decay after warm-up: 'cosine' | 'linear' | 'constant'
+    s.weight_decay = 0.05  # AdamW weight decay
+    s.b1 = 0.9  # AdamW beta1
+    s.b2 = 0.95  # AdamW beta2
+    s.grad_clip = 1.0  # global-norm gradient clipping
+    return s
+
+
+def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.ConfigDict:
+    """Shrink the model and budget in place: 'quicktest' (tests, ~1 min) or 'cpu' (2 cores)."""
+    c = config
+    if size == "quicktest":
+        c.data.horizon = 32
+        c.model.update(
+            hidden_channels=32, num_res_blocks=1, downsample=2, code_dim=16, vocab_size=128,
+            inv_hidden=64, tf_depth=2, tf_width=64, tf_heads=2,
+        )
+        for stage in (c.stage1, c.stage2):
+            stage.update(batch_size=32, num_steps=200, warmup_steps=20, lr=1e-3)
+        c.train.update(steps_per_call=10, log_every=50, checkpoint_every=100, eval_every=0)
+        c.eval.num_seeds = 4
+    elif size == "cpu":
+        c.data.horizon = 64
+        c.model.update(
+            hidden_channels=64, num_res_blocks=1, downsample=4, code_dim=32, vocab_size=256,
+            inv_hidden=128, tf_depth=4, tf_width=128, tf_heads=4,
+        )
+        for stage in (c.stage1, c.stage2):
+            stage.update(batch_size=64, num_steps=20_000, warmup_steps=500, lr=5e-4)
+        c.train.update(steps_per_call=20, log_every=200, checkpoint_every=2_000)
+        c.eval.num_seeds = 20
+    else:
+        raise ValueError(f"unknown size modifier {size!r}; expected one of {SIZE_MODIFIERS}")
+    return c

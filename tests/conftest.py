@@ -1,0 +1,9 @@
+"""Test-wide settings: offline, CPU-only, and a private Minari dataset directory."""
+
+import os
+import tempfile
+
+# Set before anything imports minari / huggingface_hub / jax.
+os.environ["HF_HUB_OFFLINE"] = "1"  # a missing dataset fails at once instead of retrying DNS
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["MINARI_DATASETS_PATH"] = tempfile.mkdtemp(prefix="mage_jax_minari_")
