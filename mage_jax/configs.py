@@ -42,6 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.dead_code_threshold = 1e-3  # EMA usage below this marks a code dead
     c.model.inv_hidden = 256  # hidden width of the latent inverse-dynamics MLP
     c.model.inv_layers = 2  # hidden layers of the latent inverse-dynamics MLP
+    c.model.action_horizon = 1  # actions predicted per plan by inverse dynamics (>= eval.action_chunk)
     c.model.tf_depth = 6  # transformer blocks
     c.model.tf_width = 256  # transformer embedding width
     c.model.tf_heads = 4  # attention heads
@@ -73,7 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.num_seeds = 50  # environment seeds evaluated together
     c.eval.seed_offset = 1_000_000  # evaluation seeds are seed_offset + 0..num_seeds-1
     c.eval.max_steps = 0  # episode step limit (0 = the evaluation env's own limit)
-    c.eval.target_return = 1.0  # initial return-to-go (unscaled), decremented by reward
+    c.eval.target_return = -1.0  # initial return-to-go, unscaled (-1 = best episode return in data)
+    c.eval.decrement_return = True  # subtract collected reward from the return-to-go each step
     c.eval.cfg_scale = 1.0  # classifier-free guidance strength (0 = conditional model)
     c.eval.cfg_ramp = False  # ramp the guidance linearly over scales (VAR)
     c.eval.temperature = 1.0  # sampling temperature
@@ -105,7 +107,8 @@ def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.C
     if size == "quicktest":
         c.data.horizon = 32
         c.model.update(
-            hidden_channels=32, num_res_blocks=1, downsample=2, code_dim=16, vocab_size=128,
+            scales=(1, 2, 3, 4, 6, 8, 12, 16), hidden_channels=32, num_res_blocks=1, downsample=2,
+            code_dim=16, vocab_size=128,
             inv_hidden=64, tf_depth=2, tf_width=64, tf_heads=2,
         )
         for stage in (c.stage1, c.stage2):
@@ -115,7 +118,8 @@ def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.C
     elif size == "cpu":
         c.data.horizon = 64
         c.model.update(
-            hidden_channels=64, num_res_blocks=1, downsample=4, code_dim=32, vocab_size=256,
+            scales=(1, 2, 3, 4, 6, 8, 12, 16), hidden_channels=64, num_res_blocks=1, downsample=4,
+            code_dim=32, vocab_size=256,
             inv_hidden=128, tf_depth=4, tf_width=128, tf_heads=4,
         )
         for stage in (c.stage1, c.stage2):
@@ -125,3 +129,40 @@ def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.C
     else:
         raise ValueError(f"unknown size modifier {size!r}; expected one of {SIZE_MODIFIERS}")
     return c
+
+
+def parse_variant(arg: str | None, choices: dict[str, tuple[str, ...]], defaults: dict[str, str],
+                  flags: tuple[str, ...] = ()) -> dict:
+    """Parse a comma-separated variant string such as 'medium,dense,cpu'.
+
+    `choices` maps a group name to its allowed values (at most one value per group; `defaults` fills
+    the rest), `flags` are on/off words. Size modifiers go to the 'size' key ('' = accelerator
+    default). Unknown words are an error that lists what is allowed.
+    """
+    out = dict(defaults, size="", **{f: False for f in flags})
+    seen = set()
+    for word in [w.strip() for w in (arg or "").split(",") if w.strip()]:
+        group = next((g for g, values in choices.items() if word in values), None)
+        if word in SIZE_MODIFIERS:
+            group = "size"
+        elif word in flags:
+            out[word] = True
+            continue
+        if group is None:
+            allowed = sorted({v for vs in choices.values() for v in vs} | set(flags)
+                             | set(SIZE_MODIFIERS))
+            raise ValueError(f"unknown config variant {word!r} in {arg!r}; allowed: "
+                             + ", ".join(allowed))
+        if group in seen:
+            raise ValueError(f"config variant {arg!r} names two values for {group!r}")
+        seen.add(group)
+        out[group] = word
+    return out
+
+
+def finalize(config: ml_collections.ConfigDict, size: str) -> ml_collections.ConfigDict:
+    """Apply the size modifier (if any) and lock the config so mistyped overrides fail."""
+    if size:
+        apply_size(config, size)
+    config.lock()
+    return config

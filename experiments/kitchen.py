@@ -1,0 +1,27 @@
+"""FrankaKitchen: `experiments/kitchen.py:<variant>`.
+
+Variants: dataset `mixed` (default) | `partial` | `complete` (`D4RL/kitchen/*-v2`) | `scripted` (the
+project's scripted demonstrations `local/kitchen/scripted-v0`, generated on first use); size
+`quicktest` | `cpu`.
+"""
+
+from mage_jax import configs
+
+DATASETS = ("mixed", "partial", "complete", "scripted")
+
+
+def get_config(arg=None):
+    v = configs.parse_variant(arg, {"dataset": DATASETS}, {"dataset": "mixed"})
+    c = configs.base_config()
+    if v["dataset"] == "scripted":
+        c.data.dataset_id = "local/kitchen/scripted-v0"
+        c.data.generator = "kitchen"
+        c.data.generator_kwargs.episodes = 300  # scripted episodes to record
+        c.data.generator_kwargs.mixed_fraction = 0.3  # share of episodes doing only some tasks
+    else:
+        c.data.dataset_id = f"D4RL/kitchen/{v['dataset']}-v2"
+    c.data.obs_family = "kitchen"  # the 59-D `observation` key
+    c.data.rtg_scale = 4.0  # four tasks: the return-to-go lies in [0, 1]
+    c.eval.target_return = 4.0  # all four tasks
+    c.eval.num_seeds = 50
+    return configs.finalize(c, v["size"])
