@@ -51,13 +51,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.cond_dropout = 0.1  # condition dropout for classifier-free guidance
     c.model.dtype = "float32"  # compute dtype of matmuls ('bfloat16' on accelerators)
 
-    c.stage1 = _stage_config(batch_size=256, num_steps=100_000, lr=3e-4)
+    c.stage1 = _stage_config(batch_size=256, num_steps=100_000, lr=3e-4)  # autoencoder stage
     c.stage1.lambda_recon = 1.0  # weight of the reconstruction MSE
     c.stage1.lambda_vq = 1.0  # weight of the VQ (codebook + commitment) loss
     c.stage1.lambda_cond = 1.0  # weight of the adapter start-consistency loss L_cond
     c.stage1.lambda_inv = 1.0  # weight of the latent inverse-dynamics loss L_inv
 
-    c.stage2 = _stage_config(batch_size=256, num_steps=100_000, lr=3e-4)
+    c.stage2 = _stage_config(batch_size=256, num_steps=100_000, lr=3e-4)  # transformer stage
     c.stage2.gumbel_e2e = False  # add L_cond + L_inv through a Gumbel-softmax relaxation
     c.stage2.gumbel_tau = 1.0  # Gumbel-softmax temperature
     c.stage2.lambda_cond = 0.1  # weight of L_cond on the end-to-end path
