@@ -1,9 +1,12 @@
 """Test-wide settings: offline, CPU-only, and a private Minari dataset directory."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Set before anything imports minari / huggingface_hub / jax.
 os.environ["HF_HUB_OFFLINE"] = "1"  # a missing dataset fails at once instead of retrying DNS
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["MINARI_DATASETS_PATH"] = tempfile.mkdtemp(prefix="mage_jax_minari_")
+atexit.register(shutil.rmtree, os.environ["MINARI_DATASETS_PATH"], ignore_errors=True)
