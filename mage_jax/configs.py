@@ -38,8 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.num_phis = 4  # phi convolutions shared by nearest scale fraction
     c.model.vq_beta = 0.25  # commitment weight of the VQ loss
     c.model.reseed_dead_codes = True  # re-seed unused codes from recent encoder outputs
-    c.model.dead_code_decay = 0.99  # EMA decay of per-code usage for dead-code detection
-    c.model.dead_code_threshold = 1e-3  # EMA usage below this marks a code dead
+    c.model.dead_code_decay = 0.9  # EMA decay of per-code usage (1.0 = a uniform share of tokens)
+    c.model.dead_code_threshold = 0.03  # EMA usage below this marks a code dead (~33 idle steps)
     c.model.inv_hidden = 256  # hidden width of the latent inverse-dynamics MLP
     c.model.inv_layers = 2  # hidden layers of the latent inverse-dynamics MLP
     c.model.action_horizon = 1  # actions predicted per plan by inverse dynamics (>= eval.action_chunk)

@@ -1,0 +1,140 @@
+"""The MAGE policy: observations and remaining return -> sampled plan -> latent inverse dynamics.
+
+`act` is one jitted pure function over a leading batch axis (the evaluation seeds): normalise the
+states, scale the return-to-go, sample the K token maps with the KV-cached transformer (optionally with
+classifier-free guidance), and read the action(s) off the summed code embeddings with the
+autoencoder's inverse-dynamics head. The plan is never decoded on this path; `make_plan_trajectory`
+decodes it after every scale for the coarse-to-fine plots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mage_jax.models.sampling import sample_with_trace
+from mage_jax.models.transformer import NextScaleTransformer
+
+Params = dict  # {"autoencoder": autoencoder params, "transformer": transformer params}
+
+
+def sampling_options(eval_config: ml_collections.ConfigDict) -> dict:
+    """The sampler's static options from `config.eval`."""
+    return {"cfg_scale": float(eval_config.cfg_scale), "cfg_ramp": bool(eval_config.cfg_ramp),
+            "temperature": float(eval_config.temperature), "top_k": int(eval_config.top_k),
+            "top_p": float(eval_config.top_p)}
+
+
+class _Conditioner:
+    """Raw flattened observations and unscaled returns-to-go -> transformer condition (R_0, s_0)."""
+
+    def __init__(self, norm_stats: Any, rtg_scale: float):
+        self.mean = np.asarray(norm_stats.state_mean, np.float32)
+        self.std = np.asarray(norm_stats.state_std, np.float32)
+        self.rtg_scale = float(rtg_scale)
+        if self.rtg_scale <= 0:
+            raise ValueError(f"data.rtg_scale must be > 0, got {rtg_scale}")
+
+    def __call__(self, observations: jax.Array, returns_to_go: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
+        observations = jnp.asarray(observations, jnp.float32)
+        returns_to_go = jnp.asarray(returns_to_go, jnp.float32)
+        state_dim = self.mean.shape[0]
+        if observations.ndim != 2 or observations.shape[-1] != state_dim:
+            raise ValueError(f"observations must be (batch, {state_dim}) flattened states; got shape "
+                             f"{observations.shape}")
+        if returns_to_go.shape != observations.shape[:1]:
+            raise ValueError(f"returns_to_go must be (batch,) = ({observations.shape[0]},); got shape "
+                             f"{returns_to_go.shape}")
+        states = (observations - self.mean) / self.std
+        cond = jnp.concatenate([(returns_to_go / self.rtg_scale)[:, None], states], axis=-1)
+        return cond, states
+
+
+def _check_models(config: ml_collections.ConfigDict, tf_model: NextScaleTransformer,
+                  state_dim: int) -> None:
+    if tf_model.cond_dim != 1 + state_dim:
+        raise ValueError(f"the transformer expects {tf_model.cond_dim - 1}-D states but the "
+                         f"normalisation statistics are {state_dim}-D; they come from different runs")
+    if tuple(tf_model.scales) != tuple(config.model.scales):
+        raise ValueError(f"transformer scales {tf_model.scales} differ from config.model.scales "
+                         f"{tuple(config.model.scales)}")
+
+
+def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: NextScaleTransformer,
+                norm_stats: Any, action_low: Any, action_high: Any
+                ) -> Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]:
+    """jit(act): act(params, observations (N, S) raw, returns_to_go (N,) unscaled, key) -> actions.
+
+    Returns (N, A) actions, or with config.eval.action_chunk = n > 1 the (N, n, A) planned actions to
+    execute in order before calling again. Actions are clipped to [action_low, action_high]. `params` is
+    {"autoencoder": ..., "transformer": ...}. Pure, so it can be vmapped or sharded over seeds.
+    """
+    conditioner = _Conditioner(norm_stats, config.data.rtg_scale)
+    _check_models(config, tf_model, conditioner.mean.shape[0])
+    chunk = int(config.eval.action_chunk)
+    horizon = int(config.model.get("action_horizon", 1))
+    if not 1 <= chunk <= horizon:
+        raise ValueError(f"eval.action_chunk={chunk} must be between 1 and model.action_horizon="
+                         f"{horizon} (the number of actions inverse dynamics predicts per plan)")
+    low = jnp.asarray(action_low, jnp.float32)
+    high = jnp.asarray(action_high, jnp.float32)
+    options = sampling_options(config.eval)
+
+    @jax.jit
+    def act(params: Params, observations: jax.Array, returns_to_go: jax.Array,
+            key: jax.Array) -> jax.Array:
+        cond, states = conditioner(observations, returns_to_go)
+        ae_params = params["autoencoder"]
+        trace = sample_with_trace(tf_model, ae_model, params["transformer"], ae_params, cond, key,
+                                  **options)
+        actions = ae_model.apply(ae_params, trace.f_hat, states, method="inverse_dynamics")
+        actions = jnp.clip(actions, low, high)  # (N, n, A)
+        return actions[:, 0] if chunk == 1 else actions[:, :chunk]
+
+    return act
+
+
+def make_plan_trajectory(config: ml_collections.ConfigDict, ae_model: Any,
+                         tf_model: NextScaleTransformer, norm_stats: Any
+                         ) -> Callable[[Params, jax.Array, jax.Array, jax.Array], dict]:
+    """jit(plan): the decoded plan after scales 1..K, for the coarse-to-fine plot.
+
+    plan(params, observations (N, S) raw, returns_to_go (N,) unscaled, key) -> {"states": (N, K, H, S)
+    raw (denormalised) states, "returns_to_go": (N, K, H) unscaled, "tokens": tuple of (N, l_k)}.
+    Entry k is the decoder's output for the cumulative f_hat of scales 1..k+1.
+    """
+    conditioner = _Conditioner(norm_stats, config.data.rtg_scale)
+    _check_models(config, tf_model, conditioner.mean.shape[0])
+    options = sampling_options(config.eval)
+
+    @jax.jit
+    def plan(params: Params, observations: jax.Array, returns_to_go: jax.Array,
+             key: jax.Array) -> dict:
+        cond, _ = conditioner(observations, returns_to_go)
+        ae_params = params["autoencoder"]
+        trace = sample_with_trace(tf_model, ae_model, params["transformer"], ae_params, cond, key,
+                                  **options)
+        num_scales, batch = len(trace.f_hat_per_scale), cond.shape[0]
+        f_hats = jnp.concatenate(trace.f_hat_per_scale, axis=0)  # (K*N, T_lat, C), scale-major
+        rtg0 = jnp.tile(cond[:, 0], num_scales)
+        decoded = ae_model.apply(ae_params, f_hats, rtg0, method="decode")  # (K*N, H, 1+S)
+        decoded = jnp.swapaxes(decoded.reshape(num_scales, batch, *decoded.shape[1:]), 0, 1)
+        states = decoded[..., 1:] * conditioner.std + conditioner.mean
+        return {"states": states, "returns_to_go": decoded[..., 0] * conditioner.rtg_scale,
+                "tokens": trace.tokens}
+
+    return plan
+
+
+def plan_trajectory(config: ml_collections.ConfigDict, ae_model: Any, tf_model: NextScaleTransformer,
+                    norm_stats: Any, params: Params, observations: jax.Array,
+                    returns_to_go: jax.Array, key: jax.Array) -> dict:
+    """One-off `make_plan_trajectory(...)(params, observations, returns_to_go, key)`."""
+    return make_plan_trajectory(config, ae_model, tf_model, norm_stats)(
+        params, observations, returns_to_go, key)
