@@ -10,6 +10,7 @@ from mage_jax import configs
 
 MAZES = ("umaze", "medium", "large")
 LOCAL_STEPS = {"umaze": 300_000, "medium": 1_000_000, "large": 1_000_000}  # generated dataset sizes
+QUICKTEST_STEPS = 30_000  # `quicktest` runs use a small dataset of their own (id suffix '-small')
 
 
 def get_config(arg=None):
@@ -18,10 +19,11 @@ def get_config(arg=None):
     c = configs.base_config()
     suffix = "-dense" if v["dense"] else ""
     if v["local"]:
-        c.data.dataset_id = f"local/pointmaze/{v['maze']}{suffix}-v0"
+        small = v["size"] == "quicktest"
+        c.data.dataset_id = f"local/pointmaze/{v['maze']}{suffix}{'-small' if small else ''}-v0"
         c.data.generator = "pointmaze"
         c.data.generator_kwargs.maze = v["maze"]  # maze of the generated dataset
-        c.data.generator_kwargs.steps = LOCAL_STEPS[v["maze"]]  # env steps to record
+        c.data.generator_kwargs.steps = QUICKTEST_STEPS if small else LOCAL_STEPS[v["maze"]]  # env steps
         c.data.generator_kwargs.dense = v["dense"]  # dense reward variant
     else:
         c.data.dataset_id = f"D4RL/pointmaze/{v['maze']}{suffix}-v2"

@@ -15,7 +15,8 @@ SIZE_MODIFIERS = ("quicktest", "cpu")
 def base_config() -> ml_collections.ConfigDict:
     """Accelerator-default config; experiment files override the data fields."""
     c = ml_collections.ConfigDict()
-    c.seed = 0  # training seed (evaluation seeds are fixed separately, see eval.seeds)
+    c.seed = 0  # training seed (evaluation seeds are fixed separately, see eval.seed_offset)
+    c.algorithm = "mage"  # 'mage' | 'bc' (behaviour-cloning baseline on the same data and scoring)
 
     c.data = ml_collections.ConfigDict()
     c.data.dataset_id = ""  # Minari dataset id, e.g. 'D4RL/kitchen/mixed-v2'

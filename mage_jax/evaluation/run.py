@@ -1,0 +1,91 @@
+"""Evaluate a trained policy of a run: rollouts over the fixed seeds, scores, eval_results.json, plots.
+
+The policy is any jitted `act(params, observations, returns_to_go, key)` (MAGE's or the BC
+baseline's), so both are scored on identical envs, seeds and conventions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from mage_jax.data.observations import flatten_observations
+from mage_jax.evaluation import plots
+from mage_jax.evaluation.envs import EvalEnvSpec, make_eval_envs
+from mage_jax.evaluation.results import build_results, format_score_table, write_eval_results
+from mage_jax.evaluation.rollout import evaluate_policy
+from mage_jax.evaluation.scoring import reference_scores
+
+MAZE_FAMILIES = ("pointmaze", "antmaze")
+
+
+def target_return(config, meta: dict) -> float:
+    """config.eval.target_return, or the best undiscounted episode return in the data when < 0."""
+    target = float(config.eval.target_return)
+    return float(meta["best_episode_return"]) if target < 0 else target
+
+
+def evaluate_run(ctx: Any, act: Callable, params: Any, step: int, *, plan: Callable | None = None,
+                 final: bool = True, env_spec: EvalEnvSpec | None = None) -> dict:
+    """Roll out `act` on config.eval.num_seeds seeds; write results (and, when `final`, plots).
+
+    Periodic evaluations pass final=False: they write `eval_results_<step>.json` and the score to the
+    metrics log, and skip the plots.
+    """
+    config = ctx.config
+    env_spec = env_spec or make_eval_envs(ctx.dataset, config.data.obs_family,
+                                          max_steps=config.eval.max_steps, multi=config.eval.multi)
+    target = target_return(config, ctx.meta)
+    rollout = evaluate_policy(
+        lambda obs, rtg, key: act(params, obs, rtg, key), env_spec,
+        num_seeds=config.eval.num_seeds, seed_offset=config.eval.seed_offset,
+        obs_family=config.data.obs_family, target_return=target,
+        decrement_return=config.eval.decrement_return, vector=config.eval.vector_env,
+        action_chunk=config.eval.action_chunk, key=jax.random.PRNGKey(config.eval.seed_offset),
+        progress=jax.process_index() == 0)
+    results = build_results(
+        rollout, env_spec, dataset_id=config.data.dataset_id, checkpoint_step=step,
+        ref_scores=reference_scores(ctx.dataset),
+        extra={"algorithm": config.get("algorithm", "mage"), "target_return": target})
+    if jax.process_index() != 0:
+        return results
+    name = "eval_results.json" if final else f"eval_results_{step}.json"
+    path = write_eval_results(ctx.workdir, results, filename=name)
+    ctx.writer.write("eval", step, {f"eval_{k}": v["mean"] for k, v in results["aggregate"].items()})
+    print(format_score_table(results))
+    print(f"results: {path}")
+    if final:
+        figures = _plots(ctx, results, env_spec, plan, params, target)
+        print("plots: " + ", ".join(figures))
+    return results
+
+
+def _plots(ctx, results: dict, env_spec: EvalEnvSpec, plan, params, target: float) -> list[str]:
+    ctx.writer.flush()
+    figures = list(plots.plot_learning_curves(os.path.join(ctx.workdir, "metrics.jsonl"), ctx.workdir))
+    figures.append(plots.plot_seed_scores(results, ctx.workdir))
+    if plan is not None and env_spec.family in MAZE_FAMILIES:
+        try:
+            figures.append(_plan_figure(ctx, env_spec, plan, params, target))
+        except Exception as error:  # noqa: BLE001 - a picture must not lose the results
+            logging.warning("coarse-to-fine plan plot skipped: %s", error)
+    return figures
+
+
+def _plan_figure(ctx, env_spec: EvalEnvSpec, plan, params, target: float) -> str:
+    """The decoded plan after scales 1..K from the first evaluation seed's start state."""
+    env = env_spec.factory()
+    try:
+        obs, _ = env.reset(seed=int(ctx.config.eval.seed_offset))
+        batched = jax.tree.map(lambda x: np.asarray(x)[None], obs)  # flattening expects a step axis
+        state = flatten_observations(batched, ctx.config.data.obs_family)[0].astype(np.float32)
+        out = plan(params, state[None], np.array([target], np.float32), jax.random.PRNGKey(0))
+        return plots.plot_plan(np.asarray(out["states"][0]), env, ctx.workdir, start=state[:2],
+                               goal=state[-2:], title=f"coarse-to-fine plan ({ctx.config.data.dataset_id})")
+    finally:
+        env.close()

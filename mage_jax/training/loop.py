@@ -1,0 +1,162 @@
+"""The training loop shared by both stages: scanned jitted updates, logging, checkpoints, preemption.
+
+A stage is a pure `step_fn(state, batch, key) -> (state, metrics)`. The loop compiles
+`steps_per_call` of them into one `lax.scan` that also samples its own batches on device, so the host
+only dispatches one call per `steps_per_call` updates and reads back a handful of scalars.
+Randomness is `fold_in(stage_key, step)`, so a resumed run draws exactly the batches and noise an
+uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from mage_jax.data.sampler import sample_segments
+from mage_jax.training import sharding as sharding_lib
+from mage_jax.training.checkpoints import StageCheckpointer
+from mage_jax.training.metrics_writer import MetricsWriter
+
+StepFn = Callable[[Any, dict, jax.Array], tuple[Any, dict]]
+
+
+class Preempted(Exception):  # noqa: N818 - a signal, not an error
+    """SIGTERM arrived; the latest state was checkpointed and the run can be resumed."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRun:
+    """What the loop needs to know about one stage."""
+
+    name: str  # 'autoencoder' or 'transformer'; the checkpoint folder and metric prefix
+    num_steps: int
+    batch_size: int
+    horizon: int
+    steps_per_call: int
+    log_every: int
+    checkpoint_every: int
+    loss_keys: tuple[str, ...] = ("loss",)  # metrics that must stay finite
+
+
+def make_multi_step(step_fn: StepFn, batch_size: int, horizon: int, num_updates: int, mesh,
+                    state_sharding) -> Callable:
+    """jit(scan(sample batch -> step_fn)) over `num_updates` updates, state donated."""
+    batch_sharding = sharding_lib.batch_sharded(mesh)
+
+    def multi_step(state, data, stage_key):
+        def body(state, _):
+            step_key = jax.random.fold_in(stage_key, state.step)
+            data_key, update_key = jax.random.split(step_key)
+            batch = sample_segments(data, data_key, batch_size, horizon)
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+            return step_fn(state, batch, update_key)
+
+        return jax.lax.scan(body, state, None, length=num_updates)
+
+    replicated = sharding_lib.replicated(mesh)
+    return jax.jit(
+        multi_step,
+        in_shardings=(state_sharding, replicated, replicated),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=0,
+    )
+
+
+class _SigtermFlag:
+    """Turns SIGTERM into a flag the loop polls between calls (main thread only)."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
+def _first_non_finite(metrics: dict, keys: tuple[str, ...]) -> tuple[int, str] | None:
+    for key in keys:
+        values = np.asarray(metrics[key]).reshape(len(np.asarray(metrics[key])), -1)
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            return int(np.argmax(bad)), key
+    return None
+
+
+def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array, mesh,
+              checkpointer: StageCheckpointer, meta: dict, writer: MetricsWriter,
+              on_call_end: Callable[[int, Any], None] | None = None):
+    """Train `state` from its current step to `run.num_steps`; returns the final state.
+
+    Raises `Preempted` after checkpointing when SIGTERM arrives, and `NonFiniteLossError` (without
+    checkpointing the bad state) when a loss stops being finite.
+    """
+    start = int(jax.device_get(state.step))
+    if start >= run.num_steps:
+        logging.info("%s: already at step %d of %d, nothing to train", run.name, start, run.num_steps)
+        return state
+    state_sharding = jax.tree.map(lambda x: x.sharding, state)
+    compiled: dict[int, Callable] = {}
+    pending: list[dict] = []
+    step = start
+    show_progress = jax.process_index() == 0
+    with _SigtermFlag() as sigterm, tqdm(total=run.num_steps, initial=start, desc=run.name,
+                                         unit="step", disable=not show_progress,
+                                         dynamic_ncols=True) as bar:
+        while step < run.num_steps:
+            n = min(run.steps_per_call, run.num_steps - step)
+            if n not in compiled:
+                compiled[n] = make_multi_step(step_fn, run.batch_size, run.horizon, n, mesh,
+                                              state_sharding)
+            state, metrics = compiled[n](state, data, stage_key)
+            metrics = jax.device_get(metrics)  # (n, ...) per update; a few scalars
+            bad = _first_non_finite(metrics, run.loss_keys)
+            if bad is not None:
+                index, key = bad
+                checkpointer.wait()
+                raise NonFiniteLossError(
+                    f"{run.name}: metric {key!r} became non-finite at step {step + index + 1}; "
+                    f"the last good checkpoint ({checkpointer.latest_step()}) is kept in "
+                    f"{checkpointer.directory}. Lower the learning rate or check the data.")
+            previous, step = step, step + n
+            pending.append(metrics)
+            bar.update(n)
+            bar.set_postfix(loss=f"{float(np.mean(metrics[run.loss_keys[0]])):.4g}")
+            if step // run.log_every > previous // run.log_every or step == run.num_steps:
+                merged = jax.tree.map(lambda *xs: np.concatenate(xs).mean(axis=0), *pending)
+                writer.write(run.name, step, merged)
+                pending = []
+            done = step == run.num_steps
+            if done or sigterm.received or (
+                    step // run.checkpoint_every > previous // run.checkpoint_every):
+                checkpointer.save(step, state, meta)
+                checkpointer.wait()  # the next call donates `state`; its buffers must be copied
+            if sigterm.received:
+                writer.flush()
+                raise Preempted(f"{run.name}: SIGTERM at step {step}; checkpoint saved in "
+                                f"{checkpointer.directory}. Re-run the same command to resume.")
+            if on_call_end is not None:
+                on_call_end(step, state)
+    writer.flush()
+    return state

@@ -1,0 +1,236 @@
+"""Both training stages and the final evaluation, in the order `main.py --mode` selects.
+
+Stage 1 trains the autoencoder (with its adapter and inverse dynamics) and stage 2 the transformer on
+the frozen autoencoder's token maps; each stage resumes from its latest checkpoint. Everything a stage
+needs is built from the config and the dataset, so re-running the same command continues the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from mage_jax.baselines import bc
+from mage_jax.data.episodes import EpisodeArrays, episodes_from_minari
+from mage_jax.data.normalization import NormStats, compute_norm_stats
+from mage_jax.data.sampler import make_segment_data
+from mage_jax.datasets.registry import ensure_dataset
+from mage_jax.evaluation.policy import make_plan_trajectory, make_policy
+from mage_jax.models.autoencoder import make_autoencoder
+from mage_jax.models.transformer import make_transformer
+from mage_jax.training import sharding as sharding_lib
+from mage_jax.training.checkpoints import StageCheckpointer, config_to_json
+from mage_jax.training.loop import StageRun, run_stage
+from mage_jax.training.metrics_writer import MetricsWriter
+from mage_jax.training.stage1 import create_stage1_state, make_stage1_step
+from mage_jax.training.stage2 import create_stage2_state, make_stage2_step
+
+AUTOENCODER, TRANSFORMER, BC = "autoencoder", "transformer", "bc"
+MODES = ("train", "train_autoencoder", "train_transformer", "eval")
+ALGORITHMS = ("mage", "bc")
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What every stage of one run shares."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: Any
+    dataset: Any  # minari.MinariDataset
+    episodes: EpisodeArrays
+    stats: NormStats
+    segment_data: Any  # SegmentData, replicated on the mesh
+    meta: dict  # stored beside every checkpoint
+    writer: MetricsWriter
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.episodes.observations.shape[-1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.episodes.actions.shape[-1])
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
+    """Mesh, dataset (generated or downloaded when missing), episode arrays, statistics, writer."""
+    mesh = sharding_lib.make_data_mesh()
+    for stage in (config.stage1, config.stage2):
+        sharding_lib.check_batch_divisible(stage.batch_size, mesh, "batch_size")
+    is_main = jax.process_index() == 0
+    if is_main:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    dataset = ensure_dataset(config.data)
+    episodes = episodes_from_minari(dataset, config.data.obs_family,
+                                    rtg_discount=config.data.rtg_discount,
+                                    rtg_scale=config.data.rtg_scale)
+    stats = compute_norm_stats(episodes)
+    segment_data = make_segment_data(episodes, stats, max_horizon=config.data.horizon,
+                                     sharding=sharding_lib.replicated(mesh))
+    undiscounted = episodes.rewards.sum(axis=1)
+    meta = {
+        "config": config_to_json(config),
+        "dataset_id": config.data.dataset_id,
+        "norm_stats": stats.to_dict(),
+        "state_dim": int(episodes.observations.shape[-1]),
+        "action_dim": int(episodes.actions.shape[-1]),
+        "action_low": np.asarray(episodes.action_low).tolist(),
+        "action_high": np.asarray(episodes.action_high).tolist(),
+        "best_episode_return": float(undiscounted.max()),
+        "num_episodes": int(len(episodes.lengths)),
+        "num_steps": int(episodes.lengths.sum()),
+    }
+    logging.info("dataset %s: %d episodes, %d steps, state %d-D, action %d-D", config.data.dataset_id,
+                 meta["num_episodes"], meta["num_steps"], meta["state_dim"], meta["action_dim"])
+    return RunContext(config, workdir, mesh, dataset, episodes, stats, segment_data, meta,
+                      MetricsWriter(workdir, enabled=is_main))
+
+
+def _stage_run(name: str, ctx: RunContext) -> StageRun:
+    c = ctx.config
+    stage = c.stage2 if name == TRANSFORMER else c.stage1  # BC uses the stage-1 budget
+    return StageRun(name=name, num_steps=stage.num_steps, batch_size=stage.batch_size,
+                    horizon=c.data.horizon, steps_per_call=c.train.steps_per_call,
+                    log_every=c.train.log_every, checkpoint_every=c.train.checkpoint_every)
+
+
+def _init_or_restore(ctx: RunContext, checkpointer: StageCheckpointer, init_fn, step=None):
+    """Initialise the state directly replicated on the mesh, then restore a checkpoint over it."""
+    state = jax.jit(init_fn, out_shardings=sharding_lib.replicated(ctx.mesh))()
+    if step is not None or checkpointer.latest_step() is not None:
+        state, _ = checkpointer.restore(state, ctx.meta["config"], step=step)
+        logging.info("%s: restored step %d from %s", checkpointer.stage, int(state.step),
+                     checkpointer.directory)
+    return state
+
+
+def autoencoder_state(ctx: RunContext, train: bool):
+    """Stage 1: train (resuming) or, with train=False, restore the finished autoencoder."""
+    c = ctx.config
+    key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 1)
+    init_key, train_key = jax.random.split(key)
+    checkpointer = StageCheckpointer(ctx.workdir, AUTOENCODER, keep=c.train.keep_checkpoints)
+    if not train and checkpointer.latest_step() is None:
+        raise FileNotFoundError(f"no autoencoder checkpoint in {checkpointer.directory}; run "
+                                "--mode=train_autoencoder (or --mode=train) first")
+    state = _init_or_restore(
+        ctx, checkpointer, lambda: create_stage1_state(c, init_key, ctx.state_dim, ctx.action_dim))
+    if train:
+        state = run_stage(_stage_run(AUTOENCODER, ctx), state, make_stage1_step(c), ctx.segment_data,
+                          train_key, ctx.mesh, checkpointer, ctx.meta, ctx.writer)
+    checkpointer.close()
+    return state
+
+
+def transformer_state(ctx: RunContext, ae_state, train: bool, step: int | None = None,
+                      on_call_end=None):
+    """Stage 2 on the frozen autoencoder: train (resuming) or restore."""
+    c = ctx.config
+    key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 2)
+    init_key, train_key = jax.random.split(key)
+    ae_model = make_autoencoder(c.model, ctx.state_dim, ctx.action_dim, c.data.horizon)
+    checkpointer = StageCheckpointer(ctx.workdir, TRANSFORMER, keep=c.train.keep_checkpoints)
+    if not train and checkpointer.latest_step() is None:
+        raise FileNotFoundError(f"no transformer checkpoint in {checkpointer.directory}; train first "
+                                "(--mode=train or --mode=train_transformer)")
+    state = _init_or_restore(ctx, checkpointer,
+                             lambda: create_stage2_state(c, init_key, ctx.state_dim), step=step)
+    if train:
+        step_fn = make_stage2_step(c, ae_model, ae_state.params)
+        state = run_stage(_stage_run(TRANSFORMER, ctx), state, step_fn, ctx.segment_data, train_key,
+                          ctx.mesh, checkpointer, ctx.meta, ctx.writer, on_call_end=on_call_end)
+    checkpointer.close()
+    return state
+
+
+def bc_state(ctx: RunContext, train: bool, step: int | None = None, on_call_end=None):
+    """The behaviour-cloning baseline: one stage on the same data, budget `config.stage1`."""
+    c = ctx.config
+    key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 3)
+    init_key, train_key = jax.random.split(key)
+    checkpointer = StageCheckpointer(ctx.workdir, BC, keep=c.train.keep_checkpoints)
+    if not train and checkpointer.latest_step() is None:
+        raise FileNotFoundError(f"no BC checkpoint in {checkpointer.directory}; train first")
+    state = _init_or_restore(ctx, checkpointer,
+                             lambda: bc.create_bc_state(c, init_key, ctx.state_dim, ctx.action_dim),
+                             step=step)
+    if train:
+        state = run_stage(_stage_run(BC, ctx), state, bc.make_bc_step(c, ctx.action_dim),
+                          ctx.segment_data, train_key, ctx.mesh, checkpointer, ctx.meta, ctx.writer,
+                          on_call_end=on_call_end)
+    checkpointer.close()
+    return state
+
+
+def _periodic_evaluation(ctx: RunContext, make_act_and_params):
+    """An `on_call_end` hook evaluating every `config.train.eval_every` steps (None when 0)."""
+    every = int(ctx.config.train.eval_every)
+    if every <= 0:
+        return None
+    from mage_jax.evaluation.run import evaluate_run  # the env stack is only needed here
+
+    last = {"step": None}
+
+    def hook(step: int, state) -> None:
+        previous, last["step"] = last["step"], step
+        if previous is not None and step // every > previous // every:
+            act, params = make_act_and_params(state)
+            evaluate_run(ctx, act, params, step, final=False)
+
+    return hook
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "train",
+                       checkpoint_step: int | None = None) -> dict | None:
+    """Run `mode`; returns the evaluation results when the mode evaluates."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    algorithm = config.get("algorithm", "mage")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown config.algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    ctx = prepare(config, workdir)
+    try:
+        eval_step = checkpoint_step if mode == "eval" else None
+        if algorithm == "bc":
+            act = bc.make_bc_policy(config, ctx.action_dim, ctx.stats, ctx.episodes.action_low,
+                                    ctx.episodes.action_high)
+            hook = _periodic_evaluation(ctx, lambda state: (act, state.params))
+            state = bc_state(ctx, train=mode != "eval", step=eval_step, on_call_end=hook)
+            params, plan, step = state.params, None, int(state.step)
+        else:
+            ae_state = autoencoder_state(ctx, train=mode in ("train", "train_autoencoder"))
+            if mode == "train_autoencoder":
+                return None
+            ae_model = make_autoencoder(config.model, ctx.state_dim, ctx.action_dim, config.data.horizon)
+            tf_model = make_transformer(config.model, ctx.state_dim)
+            act = make_policy(config, ae_model, tf_model, ctx.stats, ctx.episodes.action_low,
+                              ctx.episodes.action_high)
+            plan = make_plan_trajectory(config, ae_model, tf_model, ctx.stats)
+
+            def act_and_params(state):
+                return act, {"autoencoder": ae_state.params, "transformer": state.params}
+
+            tf_state = transformer_state(ctx, ae_state, train=mode in ("train", "train_transformer"),
+                                         step=eval_step,
+                                         on_call_end=_periodic_evaluation(ctx, act_and_params))
+            if mode == "train_transformer":
+                return None
+            _, params = act_and_params(tf_state)
+            step = int(tf_state.step)
+        from mage_jax.evaluation.run import evaluate_run  # the env stack is only needed here
+
+        results = evaluate_run(ctx, act, params, step, plan=plan)
+        logging.info("results: %s", json.dumps(results["headline"]))
+        return results
+    finally:
+        ctx.writer.close()
