@@ -24,6 +24,9 @@ flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config file>
 flags.DEFINE_enum("mode", "train", ["train", "train_autoencoder", "train_transformer", "eval"],
                   "train = both stages then evaluation; eval = evaluate the latest checkpoint.")
 flags.DEFINE_integer("checkpoint_step", None, "Transformer checkpoint step to evaluate (default latest).")
+flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "mage_jax", "xla"),
+                    "Persistent XLA compilation cache, so re-runs and resumed runs skip compiling "
+                    "('' = off; JAX_COMPILATION_CACHE_DIR takes precedence).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -43,6 +46,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS["verbosity"].present:
         logging.get_absl_handler().addFilter(_quiet_library_info)
+    if FLAGS.compilation_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache))
     sharding.maybe_initialize_distributed()
     logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__, jax.process_index(),
                  jax.process_count(), jax.devices())

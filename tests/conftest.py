@@ -1,4 +1,4 @@
-"""Test-wide settings: offline, CPU-only, and a private Minari dataset directory."""
+"""Test-wide settings: offline, CPU-only, a private Minari dataset directory and compilation cache."""
 
 import atexit
 import os
@@ -10,3 +10,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # a missing dataset fails at once instead of
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["MINARI_DATASETS_PATH"] = tempfile.mkdtemp(prefix="mage_jax_minari_")
 atexit.register(shutil.rmtree, os.environ["MINARI_DATASETS_PATH"], ignore_errors=True)
+# Launcher tests run the same programs in several subprocesses: compile each once per session.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mage_jax_xla_")
+atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

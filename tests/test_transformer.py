@@ -178,18 +178,15 @@ def test_learns_token_maps_that_are_a_function_of_the_condition():
     params = init_transformer_params(model, keys[3])
 
     @jax.jit
-    def train(params, key):
-        def step(carry, step_key):
-            params, opt_state = carry
-            grads, _ = jax.grad(
-                lambda p: transformer_loss(model, p, conditions, inputs, tokens, step_key, 0.1),
-                has_aux=True)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
+    def step(params, opt_state, step_key):
+        grads, _ = jax.grad(
+            lambda p: transformer_loss(model, p, conditions, inputs, tokens, step_key, 0.1),
+            has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
 
-        carry, _ = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(key, 300))
-        return carry[0]
-
-    params = train(params, keys[4])
+    opt_state = tx.init(params)
+    for step_key in jax.random.split(keys[4], 300):  # not lax.scan: slow on XLA:CPU
+        params, opt_state = step(params, opt_state, step_key)
     _, metrics = token_losses(model.apply(params, conditions, inputs), tokens, scales)
     assert float(metrics["accuracy"]) > 0.9, metrics

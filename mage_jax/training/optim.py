@@ -37,8 +37,13 @@ def _decay_mask(params):
 
 
 def make_optimizer(stage: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """clip_by_global_norm(stage.grad_clip) then AdamW(b1, b2, weight_decay on matrices only)."""
+    """clip_by_global_norm(stage.grad_clip) then AdamW(b1, b2, weight_decay on matrices only).
+
+    Adam's moments run on all parameters raveled into one vector: the same maths as per-leaf Adam,
+    but a handful of fused ops instead of a few per leaf, which roughly halves compile time.
+    """
     parts = [optax.clip_by_global_norm(stage.grad_clip)] if stage.grad_clip > 0 else []
-    parts.append(optax.adamw(make_schedule(stage), b1=stage.b1, b2=stage.b2,
-                             weight_decay=stage.weight_decay, mask=_decay_mask))
+    parts += [optax.flatten(optax.scale_by_adam(b1=stage.b1, b2=stage.b2)),
+              optax.add_decayed_weights(stage.weight_decay, mask=_decay_mask),
+              optax.scale_by_learning_rate(make_schedule(stage))]
     return optax.chain(*parts)

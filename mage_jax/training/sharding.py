@@ -29,9 +29,9 @@ def maybe_initialize_distributed() -> None:
                  jax.process_index(), jax.process_count())
 
 
-def make_data_mesh() -> Mesh:
-    """A 1-D mesh over all devices of all processes, with an Auto `data` axis."""
-    devices = np.asarray(jax.devices())
+def make_data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over `devices` (default: all devices of all processes), with an Auto `data` axis."""
+    devices = np.asarray(jax.devices() if devices is None else devices)
     return Mesh(devices, (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 

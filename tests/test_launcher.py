@@ -1,0 +1,176 @@
+"""The launcher end to end, in subprocesses as a user runs it: quicktest, resume after kills, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+CONFIG = "experiments/pointmaze.py:local,umaze,quicktest"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Small enough for CI: a 5k-step dataset, few updates, short evaluation episodes.
+TINY = ["--config.data.generator_kwargs.steps=5000", "--config.train.log_every=10",
+        "--config.eval.max_steps=10", "--config.eval.num_seeds=2"]
+
+
+def launch(workdir, *flags, wait=True):
+    cmd = [sys.executable, "-m", "mage_jax.main", f"--config={CONFIG}", f"--workdir={workdir}",
+           *TINY, *flags]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if not wait:
+        return proc
+    out, _ = proc.communicate(timeout=600)
+    return proc.returncode, out
+
+
+def checkpoint_steps(workdir, stage):
+    path = os.path.join(workdir, "checkpoints", stage)
+    if not os.path.isdir(path):
+        return []
+    return sorted(int(d) for d in os.listdir(path) if d.isdigit())
+
+
+def restored_state(workdir, stage="autoencoder"):
+    import orbax.checkpoint as ocp
+
+    path = os.path.join(workdir, "checkpoints", stage)
+    step = max(checkpoint_steps(workdir, stage))
+    with ocp.CheckpointManager(path, item_names=("state", "meta")) as manager:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return step, restored.state
+
+
+def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
+    workdir = str(tmp_path / "run")
+    code, out = launch(workdir, "--config.stage1.num_steps=20", "--config.stage2.num_steps=20")
+    assert code == 0, out[-3000:]
+    assert checkpoint_steps(workdir, "autoencoder")[-1] == 20
+    assert checkpoint_steps(workdir, "transformer")[-1] == 20
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["data"]["dataset_id"] == "local/pointmaze/umaze-small-v0"
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    stages = {r["stage"] for r in records}
+    assert {"autoencoder", "transformer", "eval"} <= stages
+    assert all(np.isfinite(r["loss"]) for r in records if r["stage"] != "eval")
+    with open(os.path.join(workdir, "eval_results.json")) as f:
+        results = json.load(f)
+    assert results["num_seeds"] == 2 and len(results["per_seed"]) == 2
+    assert results["checkpoint_step"] == 20
+    assert "normalized_score" in results["aggregate"]
+    assert os.path.isdir(os.path.join(workdir, "tensorboard"))
+    assert os.path.exists(os.path.join(workdir, "plots", "plan.png"))
+
+    # Re-running the same command resumes: nothing left to train, the same evaluation.
+    code, out = launch(workdir, "--config.stage1.num_steps=20", "--config.stage2.num_steps=20",
+                       "--mode=eval")
+    assert code == 0, out[-3000:]
+    with open(os.path.join(workdir, "eval_results.json")) as f:
+        assert json.load(f)["per_seed"] == results["per_seed"]
+
+    # A checkpoint trained with another model is refused with a clear message.
+    code, out = launch(workdir, "--config.stage1.num_steps=20", "--config.model.code_dim=8",
+                       "--mode=train_autoencoder")
+    assert code == 1, out[-3000:]
+    assert "different config" in out and "model.code_dim" in out
+
+
+def test_mistyped_config_override_is_a_clear_error(tmp_path):
+    code, out = launch(str(tmp_path / "typo"), "--config.stage1.num_stepz=5")
+    assert code != 0
+    assert "num_stepz" in out
+    assert not os.path.exists(tmp_path / "typo" / "checkpoints")
+
+
+STEPS = 200
+STAGE1 = ["--mode=train_autoencoder", f"--config.stage1.num_steps={STEPS}",
+          "--config.train.checkpoint_every=20"]  # quicktest: 10 updates per call
+
+
+def _wait_for_checkpoint(proc, workdir, after: int):
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        steps = [s for s in checkpoint_steps(workdir, "autoencoder") if s > after]
+        if steps:
+            return steps[-1]
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    raise TimeoutError("no checkpoint appeared")
+
+
+def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
+    """SIGTERM (saves, exits 0) and SIGKILL (loses the work since the last checkpoint) part-way."""
+    reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
+    code, out = launch(reference, *STAGE1)
+    assert code == 0, out[-3000:]
+
+    proc = launch(interrupted, *STAGE1, wait=False)
+    first = _wait_for_checkpoint(proc, interrupted, after=0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    stopped_at = max(checkpoint_steps(interrupted, "autoencoder"))
+    assert first <= stopped_at < STEPS, "SIGTERM arrived too late to test anything"
+
+    proc = launch(interrupted, *STAGE1, wait=False)
+    _wait_for_checkpoint(proc, interrupted, after=stopped_at)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert max(checkpoint_steps(interrupted, "autoencoder")) < STEPS, "SIGKILL arrived too late"
+
+    code, out = launch(interrupted, *STAGE1)
+    assert code == 0, out[-3000:]
+    ref_step, ref_state = restored_state(reference)
+    step, state = restored_state(interrupted)
+    assert step == ref_step == STEPS
+    ref_leaves, leaves = _leaves(ref_state["params"]), _leaves(state["params"])
+    assert ref_leaves.keys() == leaves.keys()
+    for name in ref_leaves:
+        np.testing.assert_allclose(leaves[name], ref_leaves[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _leaves(tree):
+    import jax
+
+    return {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+TWO_DEVICES = r"""
+import jax, numpy as np
+from mage_jax.configs import apply_size, base_config
+from mage_jax.training import sharding
+from mage_jax.training.loop import make_multi_step
+from mage_jax.training.stage1 import create_stage1_state, make_stage1_step
+from mage_jax.data import episodes_from_lists, compute_norm_stats, make_segment_data
+
+assert jax.device_count() == 2, jax.devices()
+rng = np.random.default_rng(0)
+eps = episodes_from_lists([rng.normal(size=(50, 3)) for _ in range(4)],
+                          [rng.uniform(-1, 1, size=(50, 2)) for _ in range(4)],
+                          [rng.normal(size=50) for _ in range(4)])
+c = apply_size(base_config(), "quicktest")
+results = []
+for devices in (jax.devices()[:1], jax.devices()):
+    mesh = sharding.make_data_mesh(devices)
+    data = make_segment_data(eps, compute_norm_stats(eps), max_horizon=32, sharding=sharding.replicated(mesh))
+    state = jax.jit(lambda: create_stage1_state(c, jax.random.PRNGKey(0), 3, 2),
+                    out_shardings=sharding.replicated(mesh))()
+    step = make_multi_step(make_stage1_step(c), 32, 32, 3, mesh, jax.tree.map(lambda x: x.sharding, state))
+    state, _ = step(state, data, jax.random.PRNGKey(1))
+    results.append(jax.tree.leaves(jax.device_get(state.params)))
+for a, b in zip(*results):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+print("SAME", len(results[0]))
+"""
+
+
+def test_two_emulated_devices_give_the_single_device_parameters():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", TWO_DEVICES], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SAME" in proc.stdout
