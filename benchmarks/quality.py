@@ -6,7 +6,8 @@
 Each (dataset, algorithm, training seed) is one launcher run (`python -m mage_jax.main`) in its own
 workdir under --runs, at the `cpu` size with the given step budget per stage (BC trains for the same
 number of steps as one MAGE stage). Finished runs are not retrained: their eval_results.json is read
-back, so the script can be interrupted and re-run.
+back, so the script can be interrupted and re-run. Wall time = the span of the run's logged training
+steps (from metrics.jsonl, so it excludes start-up and compilation before the first log) + evaluation.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -34,15 +34,21 @@ def run_one(config: str, algorithm: str, seed: int, steps: int, workdir: str, ex
     command = [sys.executable, "-m", "mage_jax.main", f"--config={config}", f"--workdir={workdir}",
                f"--config.algorithm={algorithm}", f"--config.seed={seed}",
                f"--config.stage1.num_steps={steps}", f"--config.stage2.num_steps={steps}", *extra]
-    start = time.time()
     if not os.path.exists(results_path):
         print("+", " ".join(command), flush=True)
         subprocess.run(command, check=True)
     with open(results_path) as f:
         results = json.load(f)
     results["command"] = " ".join(command[1:])
-    results["wall_s"] = time.time() - start
+    results["wall_s"] = _training_seconds(workdir) + results["wall_time_s"]
     return results
+
+
+def _training_seconds(workdir: str) -> float:
+    """Span of the run's metrics.jsonl timestamps (first to last logged training step)."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        times = [json.loads(line)["time"] for line in f if '"eval"' not in line]
+    return max(times) - min(times) if times else 0.0
 
 
 def table(rows: list[dict]) -> str:

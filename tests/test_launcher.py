@@ -13,7 +13,7 @@ CONFIG = "experiments/pointmaze.py:local,umaze,quicktest"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small enough for CI: a 5k-step dataset, few updates, short evaluation episodes.
 TINY = ["--config.data.generator_kwargs.steps=5000", "--config.train.log_every=10",
-        "--config.eval.max_steps=10", "--config.eval.num_seeds=2"]
+        "--config.eval.max_steps=10", "--config.eval.num_seeds=4"]
 
 
 def launch(workdir, *flags, wait=True):
@@ -59,7 +59,7 @@ def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in records if r["stage"] != "eval")
     with open(os.path.join(workdir, "eval_results.json")) as f:
         results = json.load(f)
-    assert results["num_seeds"] == 2 and len(results["per_seed"]) == 2
+    assert results["num_seeds"] == 4 and len(results["per_seed"]) == 4
     assert results["checkpoint_step"] == 20
     assert "normalized_score" in results["aggregate"]
     assert os.path.isdir(os.path.join(workdir, "tensorboard"))

@@ -244,15 +244,10 @@ def _stage2_losses(config, ae_model, ae_params):
     return before, after
 
 
-def test_one_stage2_update_lowers_the_loss_on_a_fixed_batch(tiny):
-    _, ae_model, _, ae_params, _, _ = tiny
-    before, after = _stage2_losses(_tiny_config(), ae_model, ae_params)
-    assert np.isfinite(float(before["loss"]))
-    assert float(after["loss"]) < float(before["loss"])
-    assert "loss_cond" not in before
-
-
-def test_stage2_gumbel_end_to_end_reports_cond_and_inverse_losses(tiny):
+def test_one_stage2_update_lowers_the_loss_and_reports_the_end_to_end_terms(tiny):
+    # One program for both checks: the gumbel_e2e step is the plain step (teacher-forced CE with
+    # condition dropout, AdamW) plus L_cond and L_inv, and compiling it dominates this file's runtime.
+    # The plain step (gumbel_e2e=False) runs end to end in the launcher's quicktest.
     _, ae_model, _, ae_params, _, _ = tiny
     config = _tiny_config()
     config.stage2.gumbel_e2e = True

@@ -130,11 +130,3 @@ def make_plan_trajectory(config: ml_collections.ConfigDict, ae_model: Any,
                 "tokens": trace.tokens}
 
     return plan
-
-
-def plan_trajectory(config: ml_collections.ConfigDict, ae_model: Any, tf_model: NextScaleTransformer,
-                    norm_stats: Any, params: Params, observations: jax.Array,
-                    returns_to_go: jax.Array, key: jax.Array) -> dict:
-    """One-off `make_plan_trajectory(...)(params, observations, returns_to_go, key)`."""
-    return make_plan_trajectory(config, ae_model, tf_model, norm_stats)(
-        params, observations, returns_to_go, key)

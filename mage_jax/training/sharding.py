@@ -51,12 +51,3 @@ def check_batch_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
             f"{what} = {batch_size} is not divisible by the {n} devices of the mesh; "
             f"set it to a multiple of {n} (e.g. --config.{what}={n * max(1, batch_size // n)})."
         )
-
-
-def replicate(tree, mesh: Mesh):
-    """Place a host pytree on every device of the mesh (works across hosts)."""
-    sharding = replicated(mesh)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]),
-        tree,
-    )

@@ -63,8 +63,8 @@ class RunContext:
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
     """Mesh, dataset (generated or downloaded when missing), episode arrays, statistics, writer."""
     mesh = sharding_lib.make_data_mesh()
-    for stage in (config.stage1, config.stage2):
-        sharding_lib.check_batch_divisible(stage.batch_size, mesh, "batch_size")
+    for name in ("stage1", "stage2"):
+        sharding_lib.check_batch_divisible(config[name].batch_size, mesh, f"{name}.batch_size")
     is_main = jax.process_index() == 0
     if is_main:
         os.makedirs(workdir, exist_ok=True)
