@@ -34,6 +34,7 @@ import numpy as np
 
 from mage_jax.data.minari_source import DatasetUnavailableError
 from mage_jax.datasets.kitchen_expert import ARM_JOINTS, KNOWN_TASKS, KitchenExpert
+from mage_jax.robotics_envs import register_robotics_envs
 
 ENV_ID = "FrankaKitchen-v1"
 DEFAULT_DATASET_ID = "local/kitchen/scripted-v0"
@@ -52,22 +53,15 @@ def env_kwargs(tasks: Sequence[str]) -> dict:
 
 def eval_env_spec(tasks: Sequence[str] = DEFAULT_TASKS) -> gym.envs.registration.EnvSpec:
     """The env spec stored as the dataset's eval env."""
-    _register_robotics_envs()
+    register_robotics_envs()
     return dataclasses.replace(gym.spec(ENV_ID), kwargs=env_kwargs(tasks),
                                max_episode_steps=MAX_EPISODE_STEPS)
 
 
 def make_env(tasks: Sequence[str] = DEFAULT_TASKS) -> gym.Env:
     """A D4RL-convention FrankaKitchen-v1 env (280-step limit) for the given tasks."""
-    _register_robotics_envs()
+    register_robotics_envs()
     return gym.make(eval_env_spec(tasks), disable_env_checker=True)
-
-
-def _register_robotics_envs() -> None:
-    if ENV_ID not in gym.registry:
-        import gymnasium_robotics
-
-        gym.register_envs(gymnasium_robotics)
 
 
 def reset_perturbed(env: gym.Env, rng: np.random.Generator, init_perturbation: float, seed: int):

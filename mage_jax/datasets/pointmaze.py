@@ -44,6 +44,7 @@ from minari.data_collector import EpisodeBuffer
 
 from mage_jax.data.minari_source import DATASET_ID_PATTERN, minari_datasets_path
 from mage_jax.datasets.maze_planner import WaypointController
+from mage_jax.robotics_envs import register_robotics_envs
 
 SUCCESS_DISTANCE = 0.45  # PointMazeEnv's goal radius (reward, success and goal resampling all use it)
 VELOCITY_LIMIT = 5.0  # PointEnv clips the ball's velocity to [-5, 5] before each step
@@ -67,12 +68,6 @@ MAZES: dict[str, MazeSpec] = {
 }
 
 
-def _register_robotics_envs() -> None:
-    import gymnasium_robotics
-
-    gym.register_envs(gymnasium_robotics)
-
-
 def maze_spec(maze: str) -> MazeSpec:
     if maze not in MAZES:
         raise ValueError(f"unknown maze {maze!r}: choose one of {', '.join(MAZES)}")
@@ -91,7 +86,7 @@ def default_dataset_id(maze: str, dense: bool = False) -> str:
 
 def eval_maze_map(maze: str) -> list[list[int | str]]:
     """The maze layout with only its eval goal cell marked `g`; every other free cell is a start cell."""
-    _register_robotics_envs()
+    register_robotics_envs()
     spec = maze_spec(maze)
     layout = [list(row) for row in gym.spec(env_id(maze)).kwargs["maze_map"]]
     row, col = spec.goal_cell
@@ -103,14 +98,14 @@ def eval_maze_map(maze: str) -> list[list[int | str]]:
 
 def make_collection_env(maze: str, dense: bool = False, max_episode_steps: int | None = None) -> gym.Env:
     """The data-collection env: continuing task, goal resampled on arrival, never truncated."""
-    _register_robotics_envs()
+    register_robotics_envs()
     return gym.make(env_id(maze, dense), continuing_task=True, reset_target=True,
                     max_episode_steps=max_episode_steps or COLLECTION_MAX_EPISODE_STEPS)
 
 
 def eval_env_spec(maze: str, dense: bool = False) -> EnvSpec:
     """Fixed-goal eval env spec: reward keeps accruing while the ball stays at the goal."""
-    _register_robotics_envs()
+    register_robotics_envs()
     env = gym.make(env_id(maze, dense), maze_map=eval_maze_map(maze), continuing_task=True,
                    reset_target=False, max_episode_steps=maze_spec(maze).horizon)
     spec = env.spec

@@ -28,6 +28,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from mage_jax.robotics_envs import register_robotics_envs
+
 TASK_FAMILIES = ("kitchen", "antmaze", "pointmaze", "adroit", "locomotion")
 KITCHEN_ENV_ID = "FrankaKitchen-v1"
 KITCHEN_MAX_STEPS = 280  # D4RL kitchen's horizon
@@ -106,7 +108,7 @@ def make_env_spec_from_id(env_id: str, max_steps: int = 0, multi: bool = False,
     `entry_point` ("module:Class") registers an id that gymnasium does not know (e.g. a dataset
     recorded with a custom env); registered ids ignore it.
     """
-    _register_robotics_envs()
+    register_robotics_envs()
     _register_if_unknown(env_id, entry_point)
     family = task_family_from_env_id(env_id)
     if obs_family is not None and obs_family != _EXPECTED_OBS_FAMILY[family]:
@@ -137,7 +139,7 @@ def make_env_spec_from_id(env_id: str, max_steps: int = 0, multi: bool = False,
 def make_env(env_id: str, env_kwargs: Mapping[str, Any], max_steps: int, multi: bool = False,
              entry_point: str | None = None) -> gym.Env:
     """Build one evaluation env (module level so factories pickle into worker processes)."""
-    _register_robotics_envs()
+    register_robotics_envs()
     _register_if_unknown(env_id, entry_point)
     env = gym.make(env_id, max_episode_steps=max_steps, disable_env_checker=True, **env_kwargs)
     if multi:
@@ -195,13 +197,6 @@ def _registered_max_steps(env_id: str) -> int:
         return int(gym.spec(env_id).max_episode_steps or 0)
     except gym.error.Error as err:
         raise ValueError(f"unknown gymnasium env id {env_id!r}: {err}") from err
-
-
-@functools.cache
-def _register_robotics_envs() -> None:
-    import gymnasium_robotics  # registers the Maze, Kitchen and Adroit ids
-
-    gym.register_envs(gymnasium_robotics)
 
 
 def _jsonable(value: Any) -> Any:
