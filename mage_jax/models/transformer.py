@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-KVCache = tuple[tuple[jax.Array, jax.Array], ...]  # per block: keys, values (B, heads, L, head_dim)
+KVCache = tuple[tuple[jax.Array, jax.Array], ...]  # per block: keys, values (B, L, heads, head_dim)
 
 _MAX_QK_SCALE = math.log(100.0)  # VAR's clamp of the learned attention temperature
 
@@ -59,6 +59,20 @@ def scale_offsets(scales: Sequence[int]) -> list[int]:
     return [0, *np.cumsum(scales).tolist()]
 
 
+class TokenDense(nn.Dense):
+    """Dense over (..., features) applied as one 2-D matmul on the flattened tokens.
+
+    With 3-D inputs XLA:CPU computes each kernel gradient from a transposed copy of the activation
+    gradient, fusing the whole residual-gradient chain into every copy: that made the stage-2
+    backward pass 7x its forward. Flattened, the kernel gradient is a plain matmul.
+    """
+
+    @nn.compact
+    def __call__(self, x):
+        lead = x.shape[:-1]
+        return super().__call__(x.reshape(-1, x.shape[-1])).reshape(*lead, self.features)
+
+
 class AdaLNBlock(nn.Module):
     """Pre-norm transformer block with AdaLN (shift, scale, gate) from the condition embedding."""
 
@@ -72,8 +86,8 @@ class AdaLNBlock(nn.Module):
     def setup(self):
         if self.width % self.heads:
             raise ValueError(f"tf_width={self.width} must be divisible by tf_heads={self.heads}")
-        dense = lambda n, std=0.02: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32,
-                                             kernel_init=nn.initializers.normal(std))
+        dense = lambda n, std=0.02: TokenDense(n, dtype=self.dtype, param_dtype=jnp.float32,
+                                               kernel_init=nn.initializers.normal(std))
         # Zero-initialised modulation: at init every block is a plain pre-LN block (gate 1, scale 1).
         self.ada = nn.Dense(6 * self.width, kernel_init=nn.initializers.zeros, name="adaln")
         self.qkv = dense(3 * self.width)  # fused projection
@@ -89,26 +103,27 @@ class AdaLNBlock(nn.Module):
         return self.ada(nn.silu(cond_emb)).reshape(cond_emb.shape[0], 6, self.width)
 
     def _qkv(self, h: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Fused projection -> q, k, v, each (B, heads, n, head_dim) in the compute dtype."""
+        """Fused projection -> q, k, v, each (B, n, heads, head_dim) in the compute dtype.
+
+        Tokens before heads throughout (the layout `jax.nn.dot_product_attention` takes), so no
+        transposes: on XLA:CPU they cost more than the attention matmuls themselves.
+        """
         b, n, _ = h.shape
         qkv = self.qkv(h).reshape(b, n, 3, self.heads, self.width // self.heads)
-        qkv = jnp.transpose(qkv, (2, 0, 3, 1, 4))  # one layout change for q, k and v together
-        qk, v = qkv[:2], qkv[2]
+        v = qkv[:, :, 2]
         if self.qk_norm:
-            qk = _l2_normalize(qk)  # one reduction for q and k
+            qk = _l2_normalize(qkv[:, :, :2])  # one reduction for q and k
             temperature = jnp.exp(jnp.minimum(self.log_qk_scale, _MAX_QK_SCALE))
-            q = qk[0] * temperature[None, :, None, None]
+            q, k = qk[:, :, 0] * temperature[:, None], qk[:, :, 1]
         else:
-            q = qk[0].astype(jnp.float32) / math.sqrt(self.width // self.heads)
-        return q.astype(self.dtype), qk[1].astype(self.dtype), v.astype(self.dtype)
+            q = qkv[:, :, 0].astype(jnp.float32) / math.sqrt(self.width // self.heads)
+            k = qkv[:, :, 1]
+        return q.astype(self.dtype), k.astype(self.dtype), v.astype(self.dtype)
 
     def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
-        """Softmax attention (float32 logits) -> (B, n, W)."""
-        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
-        if mask is not None:
-            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bhkd->bqhd", weights, v)
+        """Softmax attention (float32 logits; q is pre-scaled) -> (B, n, W)."""
+        out = jax.nn.dot_product_attention(q, k, v, mask=None if mask is None else mask[None, None],
+                                           scale=1.0)
         return out.reshape(*out.shape[:2], self.width)
 
     def __call__(self, x: jax.Array, mod: jax.Array, mask: jax.Array | None = None,
@@ -117,7 +132,7 @@ class AdaLNBlock(nn.Module):
         """One block over x (B, n, W) float32.
 
         Without `cache`, x is the whole sequence and `mask` the (n, n) block-causal mask. With a
-        cache ((B, heads, L, head_dim) keys and values), x holds the tokens at positions
+        cache ((B, L, heads, head_dim) keys and values), x holds the tokens at positions
         start..start+n (one whole scale): their keys and values are written there and they attend
         to positions < start+n, which is exactly the block-causal pattern, so no mask is needed.
         """
@@ -126,10 +141,10 @@ class AdaLNBlock(nn.Module):
         q, k, v = self._qkv(h)
         if cache is not None:
             end = start + x.shape[1]
-            cache_k = jax.lax.dynamic_update_slice_in_dim(cache[0], k, start, axis=2)
-            cache_v = jax.lax.dynamic_update_slice_in_dim(cache[1], v, start, axis=2)
+            cache_k = jax.lax.dynamic_update_slice_in_dim(cache[0], k, start, axis=1)
+            cache_v = jax.lax.dynamic_update_slice_in_dim(cache[1], v, start, axis=1)
             cache = (cache_k, cache_v)
-            k, v = cache_k[:, :, :end], cache_v[:, :, :end]
+            k, v = cache_k[:, :end], cache_v[:, :end]
         x = x + (1 + gate_a) * self.attn_out(self._attend(q, k, v, mask)).astype(jnp.float32)
         h = _layer_norm(x) * (1 + scale_m) + shift_m
         h = self.mlp_out(nn.gelu(self.mlp_in(h), approximate=True))
@@ -166,12 +181,12 @@ class NextScaleTransformer(nn.Module):
         self.pos_start = self.param("pos_start", normal, (self.scales[0], self.width))
         self.pos_embed = self.param("pos_embed", normal, (self.seq_len, self.width))
         self.level_embed = self.param("level_embed", normal, (len(self.scales), self.width))
-        self.input_proj = nn.Dense(self.width, dtype=self.dtype, kernel_init=normal)
+        self.input_proj = TokenDense(self.width, dtype=self.dtype, kernel_init=normal)
         out_std = 0.02 / math.sqrt(2 * self.depth)  # GPT-2 style residual-branch scaling
         self.blocks = [AdaLNBlock(self.width, self.heads, self.mlp_ratio, self.qk_norm, self.dtype,
                                   out_std, name=f"block_{i}") for i in range(self.depth)]
         self.head_ada = nn.Dense(2 * self.width, kernel_init=nn.initializers.zeros)
-        self.head = nn.Dense(self.vocab_size, kernel_init=normal)  # float32 logits
+        self.head = TokenDense(self.vocab_size, kernel_init=normal)  # float32 logits
 
     # ----- condition ---------------------------------------------------------------------------
     def embed_condition(self, cond: jax.Array, null_mask: jax.Array | None = None) -> jax.Array:
@@ -246,11 +261,8 @@ class NextScaleTransformer(nn.Module):
 
 
 def init_kv_cache(model: NextScaleTransformer, batch: int) -> KVCache:
-    """Zero keys/values for every block: (batch, heads, sum(scales), head_dim), compute dtype.
-
-    Heads before positions, so attention reads the cache without a transpose.
-    """
-    shape = (batch, model.heads, model.seq_len, model.head_dim)
+    """Zero keys/values for every block: (batch, sum(scales), heads, head_dim), compute dtype."""
+    shape = (batch, model.seq_len, model.heads, model.head_dim)
     return tuple((jnp.zeros(shape, model.dtype), jnp.zeros(shape, model.dtype))
                  for _ in range(model.depth))
 
