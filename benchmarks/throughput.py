@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mage_jax import host_memory
 from mage_jax.data import compute_norm_stats, episodes_from_lists, make_segment_data, sample_segments
 from mage_jax.data.normalization import NormStats
 from mage_jax.evaluation.policy import make_policy, sampling_options
@@ -215,7 +216,8 @@ def machine_info() -> dict:
     return {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
             "device_kind": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "jax": jax.__version__,
-            "loadavg_at_start": list(load) if load else None}
+            "loadavg_at_start": list(load) if load else None,
+            "malloc": host_memory.active_allocator()}
 
 
 def run(args) -> dict:
@@ -226,7 +228,10 @@ def run(args) -> dict:
     dtype = str(config.model.get("dtype", "float32"))
     out = {"config": args.config, "machine": machine_info(), "model_dtype": dtype}
     print(f"config {args.config}: horizon {horizon}, scales {tuple(config.model.scales)}, "
-          f"backend {out['machine']['backend']}, load {out['machine']['loadavg_at_start']}", flush=True)
+          f"backend {out['machine']['backend']}, malloc {out['machine']['malloc']}, "
+          f"load {out['machine']['loadavg_at_start']}", flush=True)
+    if hint := host_memory.slow_allocator_hint(out["machine"]["backend"]):
+        print(f"warning: {hint}", flush=True)
 
     peak = matmul_rate(dtype, args.repeats)
     out["matmul_flops_per_s"] = peak

@@ -14,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mage_jax import run_errors
+from mage_jax import host_memory, run_errors
 from mage_jax.training import sharding
 from mage_jax.training.train import train_and_evaluate
 
@@ -51,6 +51,8 @@ def main(argv):
     sharding.maybe_initialize_distributed()
     logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__, jax.process_index(),
                  jax.process_count(), jax.devices())
+    if hint := host_memory.slow_allocator_hint(jax.default_backend()):
+        logging.warning("%s", hint)
     workdir = FLAGS.workdir or _default_workdir(config_flags.get_config_filename(FLAGS["config"]))
     try:
         train_and_evaluate(FLAGS.config, workdir, FLAGS.mode, FLAGS.checkpoint_step)
