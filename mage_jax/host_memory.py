@@ -3,7 +3,7 @@
 XLA:CPU allocates each call's scratch buffer (260 MB for a `cpu`-size stage-2 step) from its worker
 threads and frees it when the call returns. glibc serves a request that large from a thread arena
 with a fresh mmap and unmaps it on free, so every training step faults in all the memory it touches
-again: 11 million minor page faults in one `cpu`-size throughput run, and training steps 1.1-1.8x as
+again: 11 million minor page faults in one `cpu`-size throughput run, and training steps 1.1-1.9x as
 long as on tcmalloc (benchmarks/THROUGHPUT.md). tcmalloc and jemalloc keep freed memory mapped.
 glibc's own knobs can't fix it without slowing small calls: one arena (the only way to keep a 260 MB
 chunk off mmap) makes batch-1 `act` 20-30% slower through lock contention.
@@ -51,4 +51,4 @@ def slow_allocator_hint(backend: str) -> str | None:
     path = find_tcmalloc()
     how = f"run with LD_PRELOAD={path}" if path else PRELOAD_HINT
     return ("this process uses glibc malloc, which makes XLA:CPU re-fault its scratch memory on every "
-            f"call (training steps up to 1.8x slower); {how}")
+            f"call (training steps up to 1.9x slower); {how}")
