@@ -42,9 +42,9 @@ import numpy as np
 from mage_jax import host_memory
 from mage_jax.data import compute_norm_stats, episodes_from_lists, make_segment_data, sample_segments
 from mage_jax.data.normalization import NormStats
-from mage_jax.evaluation.policy import make_policy, sampling_options
+from mage_jax.evaluation.policy import make_policy
 from mage_jax.models.autoencoder import make_autoencoder
-from mage_jax.models.sampling import make_sampler
+from mage_jax.models.sampling import make_sampler, sampling_options
 from mage_jax.models.transformer import init_transformer_params, make_transformer
 from mage_jax.training.loop import make_multi_step
 from mage_jax.training.sharding import make_data_mesh, replicated

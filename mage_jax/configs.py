@@ -27,6 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.rtg_discount = 1.0  # discount of the return-to-go (1.0 = undiscounted)
     c.data.rtg_scale = 1.0  # returns-to-go are divided by this
     c.data.horizon = 64  # trajectory segment length H modelled by the autoencoder
+    c.data.val_fraction = 0.05  # share of episodes held out for validation metrics (0 = none)
+    c.data.val_seed = 0  # seed of the held-out episode split and of the validation windows
+    c.data.val_windows = 512  # held-out windows the validation metrics average over
 
     c.model = ml_collections.ConfigDict()
     c.model.hidden_channels = 128  # width of the 1-D conv encoder/decoder
@@ -49,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.tf_heads = 4  # attention heads
     c.model.tf_mlp_ratio = 4.0  # MLP hidden width / embedding width
     c.model.tf_qk_norm = True  # L2-normalise queries and keys (with a learned scale)
-    c.model.cond_dropout = 0.1  # condition dropout for classifier-free guidance
+    c.model.cond_dropout = 0.1  # share of rows whose return R_0 is dropped (classifier-free guidance)
     c.model.dtype = "float32"  # compute dtype of matmuls ('bfloat16' on accelerators)
 
     c.stage1 = _stage_config(batch_size=256, num_steps=100_000, lr=3e-4)  # autoencoder stage
@@ -64,12 +67,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.stage2.lambda_cond = 0.1  # weight of L_cond on the end-to-end path
     c.stage2.lambda_inv = 0.1  # weight of L_inv on the end-to-end path
 
+    # Stage 3: the acting head (inverse dynamics) on plans the transformer generates (0 steps = act
+    # with stage 1's head, which only ever saw encoded true futures).
+    c.head = _stage_config(batch_size=256, num_steps=5_000, lr=3e-4)
+
     c.train = ml_collections.ConfigDict()
     c.train.steps_per_call = 10  # updates per jitted call (lax.scan) to amortise dispatch
     c.train.log_every = 100  # steps between metric writes
     c.train.checkpoint_every = 5_000  # steps between checkpoints
     c.train.keep_checkpoints = 3  # checkpoints kept per stage
     c.train.eval_every = 0  # steps between periodic evaluations in stage 2 (0 = only at the end)
+    c.train.val_every = 2_000  # steps between held-out validations in every stage (0 = at the end)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_seeds = 50  # environment seeds evaluated together
@@ -112,9 +120,11 @@ def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.C
             code_dim=16, vocab_size=128,
             inv_hidden=64, tf_depth=2, tf_width=64, tf_heads=2,
         )
-        for stage in (c.stage1, c.stage2):
+        for stage in (c.stage1, c.stage2, c.head):
             stage.update(batch_size=32, num_steps=200, warmup_steps=20, lr=1e-3)
-        c.train.update(steps_per_call=10, log_every=50, checkpoint_every=100, eval_every=0)
+        c.head.num_steps = 50
+        c.data.val_windows = 64
+        c.train.update(steps_per_call=10, log_every=50, checkpoint_every=100, eval_every=0, val_every=0)
         c.eval.num_seeds = 4
     elif size == "cpu":
         c.data.horizon = 64
@@ -125,7 +135,8 @@ def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.C
         )
         for stage in (c.stage1, c.stage2):
             stage.update(batch_size=64, num_steps=20_000, warmup_steps=500, lr=5e-4)
-        c.train.update(steps_per_call=20, log_every=200, checkpoint_every=2_000)
+        c.head.update(batch_size=64, num_steps=1_000, warmup_steps=100, lr=5e-4)
+        c.train.update(steps_per_call=20, log_every=200, checkpoint_every=2_000, val_every=1_000)
         c.eval.num_seeds = 20
     else:
         raise ValueError(f"unknown size modifier {size!r}; expected one of {SIZE_MODIFIERS}")

@@ -13,7 +13,7 @@ CONFIG = "experiments/pointmaze.py:local,umaze,quicktest"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small enough for CI: a 5k-step dataset, few updates, short evaluation episodes.
 TINY = ["--config.data.generator_kwargs.steps=5000", "--config.train.log_every=10",
-        "--config.eval.max_steps=10", "--config.eval.num_seeds=4"]
+        "--config.eval.max_steps=10", "--config.eval.num_seeds=4", "--config.head.num_steps=20"]
 
 
 def launch(workdir, *flags, wait=True):
@@ -50,13 +50,20 @@ def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
     assert code == 0, out[-3000:]
     assert checkpoint_steps(workdir, "autoencoder")[-1] == 20
     assert checkpoint_steps(workdir, "transformer")[-1] == 20
+    assert checkpoint_steps(workdir, "head")[-1] == 20
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["data"]["dataset_id"] == "local/pointmaze/umaze-small-v0"
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
     stages = {r["stage"] for r in records}
-    assert {"autoencoder", "transformer", "eval"} <= stages
-    assert all(np.isfinite(r["loss"]) for r in records if r["stage"] != "eval")
+    training = ("autoencoder", "transformer", "head")
+    assert {*training, "eval", *(f"{s}_val" for s in training)} <= stages
+    assert all(np.isfinite(r["loss"]) for r in records if r["stage"] in training)
+    # Held-out metrics of the acting path, including the action error on generated plans.
+    val = {r["stage"]: r for r in records if r["stage"].endswith("_val")}
+    assert {"action_mse_true_plan", "action_mse_sampled_plan", "plan_start_error",
+            "accuracy_scale_1"} <= val["transformer_val"].keys()
+    assert np.isfinite(val["head_val"]["action_mse_sampled_plan"])
     with open(os.path.join(workdir, "eval_results.json")) as f:
         results = json.load(f)
     assert results["num_seeds"] == 4 and len(results["per_seed"]) == 4

@@ -84,14 +84,20 @@ def test_rows_of_a_batch_are_independent(tiny):
     np.testing.assert_allclose(mixed[-1], forward(params, cond, inputs)[-1], atol=1e-5)
 
 
-def test_condition_and_null_condition_change_the_logits(tiny):
+def test_condition_and_return_dropout_change_the_logits(tiny):
     model, params, forward = tiny
     cond, inputs = _random_inputs()
     base = forward(params, cond, inputs)
     assert np.abs(np.asarray(forward(params, cond + 1.0, inputs) - base)).max() > 1e-4
-    null = forward(params, cond, inputs, jnp.array([True, False, False]))
+    null_first = jnp.array([True, False, False])
+    null = forward(params, cond, inputs, null_first)
     assert np.abs(np.asarray(null[0] - base[0])).max() > 1e-4
     np.testing.assert_allclose(null[1:], base[1:], atol=1e-6)
+    # Dropout removes the return only: a dropped row ignores R_0 but still sees s_0.
+    other_return = forward(params, cond.at[0, 0].add(3.0), inputs, null_first)
+    np.testing.assert_allclose(other_return[0], null[0], atol=1e-6)
+    other_state = forward(params, cond.at[0, 1:].add(1.0), inputs, null_first)
+    assert np.abs(np.asarray(other_state[0] - null[0])).max() > 1e-4
 
 
 def test_cached_forward_scale_by_scale_equals_full_forward(tiny):

@@ -2,9 +2,9 @@
 
 `act` is one jitted pure function over a leading batch axis (the evaluation seeds): normalise the
 states, scale the return-to-go, sample the K token maps with the KV-cached transformer (optionally with
-classifier-free guidance), and read the action(s) off the summed code embeddings with the
-autoencoder's inverse-dynamics head. The plan is never decoded on this path; `make_plan_trajectory`
-decodes it after every scale for the coarse-to-fine plots.
+classifier-free guidance), and read the action(s) off the summed code embeddings with the acting
+head (stage 3's, trained on generated plans; stage 1's inverse dynamics when there is none). The plan
+is never decoded on this path; `make_plan_trajectory` decodes it after every scale for the plots.
 """
 
 from __future__ import annotations
@@ -17,17 +17,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mage_jax.models.sampling import sample_with_trace
+from mage_jax.models.autoencoder import with_inverse_head
+from mage_jax.models.sampling import sample_with_trace, sampling_options
 from mage_jax.models.transformer import NextScaleTransformer
 
-Params = dict  # {"autoencoder": autoencoder params, "transformer": transformer params}
-
-
-def sampling_options(eval_config: ml_collections.ConfigDict) -> dict:
-    """The sampler's static options from `config.eval`."""
-    return {"cfg_scale": float(eval_config.cfg_scale), "cfg_ramp": bool(eval_config.cfg_ramp),
-            "temperature": float(eval_config.temperature), "top_k": int(eval_config.top_k),
-            "top_p": float(eval_config.top_p)}
+# {"autoencoder": ..., "transformer": ..., optionally "head": the stage-3 acting head's params}
+Params = dict
 
 
 class _Conditioner:
@@ -93,7 +88,8 @@ def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Next
         ae_params = params["autoencoder"]
         trace = sample_with_trace(tf_model, ae_model, params["transformer"], ae_params, cond, key,
                                   **options)
-        actions = ae_model.apply(ae_params, trace.f_hat, states, method="inverse_dynamics")
+        actions = ae_model.apply(with_inverse_head(ae_params, params.get("head")), trace.f_hat, states,
+                                 method="inverse_dynamics")
         actions = jnp.clip(actions, low, high)  # (N, n, A)
         return actions[:, 0] if chunk == 1 else actions[:, :chunk]
 

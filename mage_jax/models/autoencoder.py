@@ -205,6 +205,18 @@ def make_autoencoder(model_config: ml_collections.ConfigDict, state_dim: int, ac
         action_horizon=int(c.action_horizon))
 
 
+def inverse_head_params(ae_params: dict) -> dict:
+    """The latent inverse-dynamics head's parameters inside the autoencoder's."""
+    return ae_params["params"]["inverse"]
+
+
+def with_inverse_head(ae_params: dict, head_params: dict | None) -> dict:
+    """The autoencoder's parameters with the inverse-dynamics head replaced (None: unchanged)."""
+    if head_params is None:
+        return ae_params
+    return {**ae_params, "params": {**ae_params["params"], "inverse": head_params}}
+
+
 def init_autoencoder_params(model: TrajectoryAutoencoder, key: jax.Array) -> dict:
     """Random parameters from a dummy batch, initialised under jit."""
     segments = jnp.zeros((1, model.horizon, 1 + model.state_dim), jnp.float32)

@@ -32,6 +32,13 @@ class SamplingTrace(NamedTuple):
     f_hat_per_scale: tuple[jax.Array, ...]  # cumulative f_hat after scales 1..K
 
 
+def sampling_options(eval_config) -> dict:
+    """The sampler's static options from an evaluation config (`config.eval`)."""
+    return {"cfg_scale": float(eval_config.cfg_scale), "cfg_ramp": bool(eval_config.cfg_ramp),
+            "temperature": float(eval_config.temperature), "top_k": int(eval_config.top_k),
+            "top_p": float(eval_config.top_p)}
+
+
 def guidance_weights(num_scales: int, cfg_scale: float, cfg_ramp: bool) -> np.ndarray:
     """Guidance strength t per scale: constant, or (VAR) ramped linearly from 0 to cfg_scale."""
     if cfg_ramp and num_scales > 1:

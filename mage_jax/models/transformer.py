@@ -7,8 +7,9 @@ projected to the width). A token attends to every token of its own and all coars
 (block-causal), so all scales train in one forward and sample with a KV cache one scale at a time.
 
 The condition (R_0, s_0) is embedded by an MLP and used twice: as the start token and as AdaLN
-(shift, scale, gate) in every block and before the head. Condition dropout swaps the embedding for a
-learned null embedding, which is what classifier-free guidance samples against.
+(shift, scale, gate) in every block and before the head. Condition dropout drops the return only (R_0
+zeroed, a flag set) and keeps s_0: classifier-free guidance then contrasts p(plan | s_0, R_0) with
+p(plan | s_0), and the unconditional branch still plans from where the agent is.
 
 Parameters are float32; matmuls run in `dtype` (bfloat16 on accelerators); layer norms, softmax and the
 head's logits are float32. The residual stream stays float32.
@@ -177,7 +178,6 @@ class NextScaleTransformer(nn.Module):
         normal = nn.initializers.normal(0.02)
         self.cond_in = nn.Dense(self.width, kernel_init=nn.initializers.lecun_normal())
         self.cond_out = nn.Dense(self.width, kernel_init=normal)
-        self.null_condition = self.param("null_condition", normal, (self.width,))
         self.pos_start = self.param("pos_start", normal, (self.scales[0], self.width))
         self.pos_embed = self.param("pos_embed", normal, (self.seq_len, self.width))
         self.level_embed = self.param("level_embed", normal, (len(self.scales), self.width))
@@ -190,14 +190,18 @@ class NextScaleTransformer(nn.Module):
 
     # ----- condition ---------------------------------------------------------------------------
     def embed_condition(self, cond: jax.Array, null_mask: jax.Array | None = None) -> jax.Array:
-        """(B, 1+S) condition -> (B, W); rows where `null_mask` is True get the null embedding."""
+        """(B, 1+S) condition -> (B, W); rows where `null_mask` is True drop the return R_0 only."""
         if cond.ndim != 2 or cond.shape[-1] != self.cond_dim:
             raise ValueError(f"condition must be (batch, {self.cond_dim}) = (R_0, s_0); "
                              f"got shape {cond.shape}")
-        emb = self.cond_out(nn.silu(self.cond_in(cond.astype(jnp.float32))))
-        if null_mask is not None:
-            emb = jnp.where(null_mask[:, None], self.null_condition[None], emb)
-        return emb
+        cond = cond.astype(jnp.float32)
+        dropped = (jnp.zeros(cond.shape[:1], jnp.float32) if null_mask is None
+                   else null_mask.astype(jnp.float32))
+        # The return is zeroed and a flag says so (0 is a real return, so zeroing alone would not
+        # tell); s_0 is kept, so the unconditional branch of guidance still knows the start.
+        cond = jnp.concatenate([dropped[:, None], cond[:, :1] * (1.0 - dropped[:, None]), cond[:, 1:]],
+                               axis=-1)
+        return self.cond_out(nn.silu(self.cond_in(cond)))
 
     def modulations(self, cond_emb: jax.Array) -> tuple[tuple[jax.Array, ...], jax.Array]:
         """Per-sample AdaLN parameters, computed once and reused for every scale."""
@@ -225,7 +229,7 @@ class NextScaleTransformer(nn.Module):
         """Logits (B, L, V) for all scales at once.
 
         cond: (B, 1+S); inputs: (B, L - l_1, C) teacher-forcing inputs of scales 2..K;
-        null_mask: (B,) bool, rows that use the null condition (condition dropout / CFG).
+        null_mask: (B,) bool, rows whose return is dropped (condition dropout / CFG).
         """
         expected = self.seq_len - self.scales[0]
         if inputs.ndim != 3 or inputs.shape[1] != expected:

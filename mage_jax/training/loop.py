@@ -48,6 +48,7 @@ class StageRun:
     steps_per_call: int
     log_every: int
     checkpoint_every: int
+    val_every: int = 0  # steps between validations (0 = only at the end of the stage)
     loss_keys: tuple[str, ...] = ("loss",)  # metrics that must stay finite
 
 
@@ -122,8 +123,12 @@ def _first_non_finite(metrics: dict, keys: tuple[str, ...]) -> tuple[int, str] |
 
 def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array, mesh,
               checkpointer: StageCheckpointer, meta: dict, writer: MetricsWriter,
-              on_call_end: Callable[[int, Any], None] | None = None):
+              on_call_end: Callable[[int, Any], None] | None = None,
+              validate: Callable[[Any], dict] | None = None):
     """Train `state` from its current step to `run.num_steps`; returns the final state.
+
+    `validate(state.params) -> {name: float}` (held-out metrics) runs every `run.val_every` steps and
+    at the end; its values go to the metrics log as stage `<name>_val`.
 
     Raises `Preempted` after checkpointing when SIGTERM arrives, and `NonFiniteLossError` (without
     checkpointing the bad state) when a loss stops being finite.
@@ -168,6 +173,12 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
                     step // run.checkpoint_every > previous // run.checkpoint_every):
                 checkpointer.save(step, state, meta)
                 checkpointer.wait()  # the next call donates `state`; its buffers must be copied
+            if validate is not None and (done or (run.val_every > 0 and
+                                                  step // run.val_every > previous // run.val_every)):
+                values = validate(state.params)
+                writer.write(f"{run.name}_val", step, values)
+                logging.info("%s validation at step %d: %s", run.name, step,
+                             ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
             if sigterm.received:
                 writer.flush()
                 raise Preempted(f"{run.name}: SIGTERM at step {step}; checkpoint saved in "

@@ -8,7 +8,7 @@ import optax
 
 SCHEDULES = ("cosine", "linear", "constant")
 # Parameters that are looked up rather than multiplied: no weight decay (VAR and GPT habit).
-_NO_DECAY_NAMES = ("codebook", "pos_", "level_embed", "null_condition")
+_NO_DECAY_NAMES = ("codebook", "pos_", "level_embed")
 
 
 def make_schedule(stage: ml_collections.ConfigDict) -> optax.Schedule:

@@ -12,6 +12,7 @@ codebook from data instead of VAR's near-zero uniform draw).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +49,20 @@ def masked_action_error(predicted: jax.Array, actions: jax.Array, mask: jax.Arra
     return ((per_step * step_mask).sum(axis=-1) / jnp.maximum(step_mask.sum(axis=-1), 1.0)).mean()
 
 
+def autoencoder_losses(model, params, batch: dict) -> tuple[dict, Any]:
+    """Stage 1's unweighted losses on one batch, and the quantiser output (training and validation)."""
+    segments = batch["segments"]
+    out = model.apply(params, segments)
+    q = out["quantized"]
+    losses = {
+        "loss_recon": jnp.mean(jnp.square(out["reconstruction"] - segments)),
+        "loss_vq": q.vq_loss,
+        "loss_cond": jnp.mean(jnp.square(out["start"] - segments[:, 0])),
+        "loss_inv": masked_action_error(out["actions"], batch["actions"], batch["mask"]),
+    }
+    return losses, q
+
+
 def reseed_dead_codes(codebook: jax.Array, usage: jax.Array, dead: jax.Array, candidates: jax.Array,
                       key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Replace the `dead` rows of the codebook by random candidate vectors; their usage restarts at 1."""
@@ -70,14 +85,7 @@ def make_stage1_step(config: ml_collections.ConfigDict
         model = make_autoencoder(c, segments.shape[-1] - 1, actions.shape[-1], segments.shape[1])
 
         def loss_fn(params):
-            out = model.apply(params, segments)
-            q = out["quantized"]
-            losses = {
-                "loss_recon": jnp.mean(jnp.square(out["reconstruction"] - segments)),
-                "loss_vq": q.vq_loss,
-                "loss_cond": jnp.mean(jnp.square(out["start"] - segments[:, 0])),
-                "loss_inv": masked_action_error(out["actions"], actions, batch["mask"]),
-            }
+            losses, q = autoencoder_losses(model, params, batch)
             loss = (stage.lambda_recon * losses["loss_recon"] + stage.lambda_vq * losses["loss_vq"]
                     + stage.lambda_cond * losses["loss_cond"] + stage.lambda_inv * losses["loss_inv"])
             return loss, (losses, q)

@@ -2,8 +2,8 @@
 
 Each batch is encoded by the frozen MTAE (no gradient) into K token maps; the transformer is
 teacher-forced on the cumulative code sums and trained with cross-entropy over all sum(l_k) tokens
-(uniform weight per token). Condition dropout (config.model.cond_dropout) replaces the condition by the
-learned null embedding for a random subset of rows, which is what classifier-free guidance needs.
+(uniform weight per token). Condition dropout (config.model.cond_dropout) drops the return R_0 (not
+s_0) from the condition of a random subset of rows, which is what classifier-free guidance needs.
 
 Optional end-to-end term (config.stage2.gumbel_e2e): the logits are relaxed with a straight-through
 Gumbel-softmax into soft code mixtures, summed into f_hat through the frozen autoencoder

@@ -21,19 +21,22 @@ from mage_jax.baselines import bc
 from mage_jax.data.episodes import EpisodeArrays, episodes_from_minari
 from mage_jax.data.normalization import NormStats, compute_norm_stats
 from mage_jax.data.sampler import make_segment_data
+from mage_jax.data.split import split_episodes
 from mage_jax.datasets.registry import ensure_dataset
 from mage_jax.evaluation.policy import make_plan_trajectory, make_policy
 from mage_jax.models.autoencoder import make_autoencoder
 from mage_jax.models.transformer import make_transformer
 from mage_jax.training import sharding as sharding_lib
+from mage_jax.training import validation
 from mage_jax.training.checkpoints import StageCheckpointer, config_to_json
+from mage_jax.training.head import create_head_state, make_head_step
 from mage_jax.training.loop import StageRun, run_stage
 from mage_jax.training.metrics_writer import MetricsWriter
 from mage_jax.training.stage1 import create_stage1_state, make_stage1_step
 from mage_jax.training.stage2 import create_stage2_state, make_stage2_step
 
-AUTOENCODER, TRANSFORMER, BC = "autoencoder", "transformer", "bc"
-MODES = ("train", "train_autoencoder", "train_transformer", "eval")
+AUTOENCODER, TRANSFORMER, HEAD, BC = "autoencoder", "transformer", "head", "bc"
+MODES = ("train", "train_autoencoder", "train_transformer", "train_head", "eval")
 ALGORITHMS = ("mage", "bc")
 
 
@@ -45,9 +48,10 @@ class RunContext:
     workdir: str
     mesh: Any
     dataset: Any  # minari.MinariDataset
-    episodes: EpisodeArrays
+    episodes: EpisodeArrays  # the training episodes (the held-out ones are only in val_batch)
     stats: NormStats
     segment_data: Any  # SegmentData, replicated on the mesh
+    val_batch: dict | None  # fixed held-out windows for validation metrics (None: nothing held out)
     meta: dict  # stored beside every checkpoint
     writer: MetricsWriter
 
@@ -71,13 +75,20 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
     dataset = ensure_dataset(config.data)
-    episodes = episodes_from_minari(dataset, config.data.obs_family,
-                                    rtg_discount=config.data.rtg_discount,
-                                    rtg_scale=config.data.rtg_scale)
+    all_episodes = episodes_from_minari(dataset, config.data.obs_family,
+                                        rtg_discount=config.data.rtg_discount,
+                                        rtg_scale=config.data.rtg_scale)
+    episodes, held_out = split_episodes(all_episodes, config.data.val_fraction, config.data.val_seed)
     stats = compute_norm_stats(episodes)
     segment_data = make_segment_data(episodes, stats, max_horizon=config.data.horizon,
                                      sharding=sharding_lib.replicated(mesh))
-    undiscounted = episodes.rewards.sum(axis=1)
+    val_batch = None
+    if held_out is not None:
+        val_data = make_segment_data(held_out, stats, max_horizon=config.data.horizon,
+                                     sharding=sharding_lib.replicated(mesh))
+        val_batch = validation.held_out_batch(val_data, config.data.val_windows, config.data.horizon,
+                                              config.data.val_seed)
+    undiscounted = all_episodes.rewards.sum(axis=1)
     meta = {
         "config": config_to_json(config),
         "dataset_id": config.data.dataset_id,
@@ -89,19 +100,29 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
         "best_episode_return": float(undiscounted.max()),
         "num_episodes": int(len(episodes.lengths)),
         "num_steps": int(episodes.lengths.sum()),
+        "num_val_episodes": 0 if held_out is None else held_out.num_episodes,
+        "num_val_steps": 0 if held_out is None else held_out.num_steps,
     }
-    logging.info("dataset %s: %d episodes, %d steps, state %d-D, action %d-D", config.data.dataset_id,
-                 meta["num_episodes"], meta["num_steps"], meta["state_dim"], meta["action_dim"])
-    return RunContext(config, workdir, mesh, dataset, episodes, stats, segment_data, meta,
+    logging.info("dataset %s: %d training episodes (%d steps), %d held out (%d steps), state %d-D, "
+                 "action %d-D", config.data.dataset_id, meta["num_episodes"], meta["num_steps"],
+                 meta["num_val_episodes"], meta["num_val_steps"], meta["state_dim"],
+                 meta["action_dim"])
+    return RunContext(config, workdir, mesh, dataset, episodes, stats, segment_data, val_batch, meta,
                       MetricsWriter(workdir, enabled=is_main))
 
 
 def _stage_run(name: str, ctx: RunContext) -> StageRun:
     c = ctx.config
-    stage = c.stage2 if name == TRANSFORMER else c.stage1  # BC uses the stage-1 budget
+    stage = {TRANSFORMER: c.stage2, HEAD: c.head}.get(name, c.stage1)  # BC: the stage-1 budget
     return StageRun(name=name, num_steps=stage.num_steps, batch_size=stage.batch_size,
                     horizon=c.data.horizon, steps_per_call=c.train.steps_per_call,
-                    log_every=c.train.log_every, checkpoint_every=c.train.checkpoint_every)
+                    log_every=c.train.log_every, checkpoint_every=c.train.checkpoint_every,
+                    val_every=c.train.val_every)
+
+
+def _validation(ctx: RunContext, make):
+    """`make(val_batch)` -> a validate(state) function, or None when nothing is held out."""
+    return None if ctx.val_batch is None else make(ctx.val_batch)
 
 
 def _init_or_restore(ctx: RunContext, checkpointer: StageCheckpointer, init_fn, step=None):
@@ -126,8 +147,11 @@ def autoencoder_state(ctx: RunContext, train: bool):
     state = _init_or_restore(
         ctx, checkpointer, lambda: create_stage1_state(c, init_key, ctx.state_dim, ctx.action_dim))
     if train:
+        ae_model = make_autoencoder(c.model, ctx.state_dim, ctx.action_dim, c.data.horizon)
         state = run_stage(_stage_run(AUTOENCODER, ctx), state, make_stage1_step(c), ctx.segment_data,
-                          train_key, ctx.mesh, checkpointer, ctx.meta, ctx.writer)
+                          train_key, ctx.mesh, checkpointer, ctx.meta, ctx.writer,
+                          validate=_validation(
+                              ctx, lambda b: validation.autoencoder_validation(ae_model, b)))
     checkpointer.close()
     return state
 
@@ -147,8 +171,35 @@ def transformer_state(ctx: RunContext, ae_state, train: bool, step: int | None =
                              lambda: create_stage2_state(c, init_key, ctx.state_dim), step=step)
     if train:
         step_fn = make_stage2_step(c, ae_model, ae_state.params)
+        tf_model = make_transformer(c.model, ctx.state_dim)
+        validate = _validation(ctx, lambda b: validation.transformer_validation(
+            c, ae_model, tf_model, ae_state.params, b))
         state = run_stage(_stage_run(TRANSFORMER, ctx), state, step_fn, ctx.segment_data, train_key,
-                          ctx.mesh, checkpointer, ctx.meta, ctx.writer, on_call_end=on_call_end)
+                          ctx.mesh, checkpointer, ctx.meta, ctx.writer, on_call_end=on_call_end,
+                          validate=validate)
+    checkpointer.close()
+    return state
+
+
+def head_state(ctx: RunContext, ae_state, tf_state, train: bool, on_call_end=None):
+    """Stage 3, the acting head on generated plans (frozen autoencoder and transformer)."""
+    c = ctx.config
+    train_key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 4)
+    ae_model = make_autoencoder(c.model, ctx.state_dim, ctx.action_dim, c.data.horizon)
+    tf_model = make_transformer(c.model, ctx.state_dim)
+    checkpointer = StageCheckpointer(ctx.workdir, HEAD, keep=c.train.keep_checkpoints)
+    if not train and checkpointer.latest_step() is None:
+        raise FileNotFoundError(f"no acting-head checkpoint in {checkpointer.directory}; train it "
+                                "(--mode=train or --mode=train_head), or act with stage 1's head "
+                                "(--config.head.num_steps=0)")
+    state = _init_or_restore(ctx, checkpointer, lambda: create_head_state(c, ae_state.params))
+    if train:
+        step_fn = make_head_step(c, ae_model, tf_model, ae_state.params, tf_state.params)
+        validate = _validation(ctx, lambda b: validation.head_validation(
+            c, ae_model, tf_model, ae_state.params, tf_state.params, b))
+        state = run_stage(_stage_run(HEAD, ctx), state, step_fn, ctx.segment_data, train_key,
+                          ctx.mesh, checkpointer, ctx.meta, ctx.writer, on_call_end=on_call_end,
+                          validate=validate)
     checkpointer.close()
     return state
 
@@ -165,9 +216,11 @@ def bc_state(ctx: RunContext, train: bool, step: int | None = None, on_call_end=
                              lambda: bc.create_bc_state(c, init_key, ctx.state_dim, ctx.action_dim),
                              step=step)
     if train:
+        validate = _validation(ctx, lambda b: validation.bc_validation(
+            bc.make_bc_model(c, ctx.action_dim), b))
         state = run_stage(_stage_run(BC, ctx), state, bc.make_bc_step(c, ctx.action_dim),
                           ctx.segment_data, train_key, ctx.mesh, checkpointer, ctx.meta, ctx.writer,
-                          on_call_end=on_call_end)
+                          on_call_end=on_call_end, validate=validate)
     checkpointer.close()
     return state
 
@@ -227,6 +280,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
                 return None
             _, params = act_and_params(tf_state)
             step = int(tf_state.step)
+            if config.head.num_steps > 0:
+
+                def act_and_head_params(state):
+                    return act, {**params, "head": state.params}
+
+                params["head"] = head_state(
+                    ctx, ae_state, tf_state, train=mode in ("train", "train_head"),
+                    on_call_end=_periodic_evaluation(ctx, act_and_head_params)).params
+            if mode == "train_head":
+                return None
         from mage_jax.evaluation.run import evaluate_run  # the env stack is only needed here
 
         results = evaluate_run(ctx, act, params, step, plan=plan)

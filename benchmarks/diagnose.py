@@ -1,0 +1,160 @@
+"""Diagnose a saved MAGE run: where the acting path loses accuracy, and eval-only sweeps.
+
+    python benchmarks/diagnose.py --config=experiments/pointmaze.py:local,medium,cpu \
+        --workdir=runs/pointmaze_local_medium_cpu [--bc_workdir=runs/<bc run>] \
+        [--sweep=eval.cfg_scale=0,1,3 --sweep=eval.temperature=0.5,1 --sweep=acting_head=stage1,stage3]
+
+Pass the run's own --config (and any --config.* overrides it was trained with): checkpoints are
+checked against it. Nothing is retrained and the run's files are not touched; outputs go to
+`<workdir>/diagnose/`. First a table of held-out validation metrics at the final checkpoints (the
+action error of every way of acting next to predicting the mean action and BC), then one evaluation
+per sweep value (score, success and the held-out action error under those sampling options).
+`acting_head=stage1|stage3` switches between stage 1's inverse dynamics and stage 3's acting head.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import sys
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mage_jax.baselines import bc  # noqa: E402
+from mage_jax.evaluation.policy import make_policy  # noqa: E402
+from mage_jax.models.autoencoder import make_autoencoder  # noqa: E402
+from mage_jax.models.sampling import sampling_options  # noqa: E402
+from mage_jax.models.transformer import make_transformer  # noqa: E402
+from mage_jax.training import train, validation  # noqa: E402
+from mage_jax.training.checkpoints import StageCheckpointer  # noqa: E402
+from mage_jax.training.metrics_writer import MetricsWriter  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "The run's config file[:variant].", lock_config=True)
+flags.DEFINE_string("workdir", None, "The MAGE run to diagnose.")
+flags.DEFINE_string("bc_workdir", None, "A BC run on the same data, for its held-out action error.")
+flags.DEFINE_multi_string("sweep", [], "field=v1,v2,...: evaluate once per value (eval.* fields, or "
+                          "acting_head=stage1,stage3).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _parse_sweep(spec: str, config) -> tuple[str, list]:
+    field, _, values = spec.partition("=")
+    if not values:
+        raise app.UsageError(f"--sweep={spec!r}: expected field=v1,v2,...")
+    words = [v.strip() for v in values.split(",") if v.strip()]
+    if field == "acting_head":
+        return field, words
+    section, _, name = field.partition(".")
+    if section != "eval" or name not in config.eval:
+        raise app.UsageError(f"--sweep field {field!r}: only eval.* fields or acting_head can be swept")
+    kind = type(config.eval[name])
+    return field, [(w.lower() in ("1", "true")) if kind is bool else kind(w) for w in words]
+
+
+def _restore(ctx, config):
+    ae_state = train.autoencoder_state(ctx, train=False)
+    tf_state = train.transformer_state(ctx, ae_state, train=False)
+    has_head = StageCheckpointer(ctx.workdir, train.HEAD).latest_step() is not None
+    head = train.head_state(ctx, ae_state, tf_state, train=False).params if has_head else None
+    return ae_state, tf_state, head
+
+
+def _validation_table(ctx, config, ae_model, tf_model, ae_state, tf_state, head, bc_params) -> dict:
+    batch = ctx.val_batch
+    rows = {"held-out windows": batch["segments"].shape[0],
+            "action variance (error of the mean action)": validation.action_variance(batch)}
+    rows.update({f"autoencoder {k}": v for k, v in
+                 validation.autoencoder_validation(ae_model, batch)(ae_state.params).items()})
+    tf_metrics = validation.transformer_validation(config, ae_model, tf_model, ae_state.params,
+                                                   batch)(tf_state.params)
+    rows.update({f"transformer {k}": v for k, v in tf_metrics.items()})
+    if head is not None:
+        rows["stage-3 head action_mse_sampled_plan"] = validation.head_validation(
+            config, ae_model, tf_model, ae_state.params, tf_state.params, batch)(head)[
+            "action_mse_sampled_plan"]
+    if bc_params is not None:
+        rows["BC action_mse"] = validation.bc_validation(bc.make_bc_model(config, ctx.action_dim),
+                                                         batch)(bc_params)["action_mse"]
+    return rows
+
+
+def _sweep_one(ctx, config, field: str, value, params: dict, step: int, ae_model, tf_model) -> dict:
+    from mage_jax.evaluation.run import evaluate_run
+
+    cfg = copy.deepcopy(config)
+    params = dict(params)
+    if field == "acting_head":
+        if value == "stage1":
+            params.pop("head", None)
+        elif "head" not in params:
+            return {"error": "no stage-3 head checkpoint"}
+    else:
+        cfg.eval[field.split(".", 1)[1]] = value
+    act = make_policy(cfg, ae_model, tf_model, ctx.stats, ctx.episodes.action_low,
+                      ctx.episodes.action_high)
+    out_dir = os.path.join(ctx.workdir, "diagnose", f"{field}={value}")
+    sweep_ctx = dataclasses.replace(ctx, config=cfg, workdir=out_dir,
+                                    writer=MetricsWriter(out_dir))
+    results = evaluate_run(sweep_ctx, act, params, step, final=False)
+    sweep_ctx.writer.close()
+    acting = jax.device_get(validation.acting_path_metrics(
+        ae_model, tf_model, params["autoencoder"], params["transformer"], ctx.val_batch,
+        jax.random.PRNGKey(int(cfg.data.val_seed)), sampling_options(cfg.eval), params.get("head")))
+    mse = acting.get("head_action_mse_sampled_plan", acting["action_mse_sampled_plan"])
+    aggregate = results["aggregate"]
+    return {"score": results["headline"], "success_rate": aggregate.get("success_rate"),
+            "val_action_mse_sampled_plan": float(mse)}
+
+
+def main(argv):
+    del argv
+    config, workdir = FLAGS.config, FLAGS.workdir
+    out_dir = os.path.join(workdir, "diagnose")
+    ctx = dataclasses.replace(train.prepare(config, out_dir), workdir=workdir)
+    if ctx.val_batch is None:
+        raise app.UsageError("this dataset holds out no episodes (data.val_fraction = 0)")
+    ae_model = make_autoencoder(config.model, ctx.state_dim, ctx.action_dim, config.data.horizon)
+    tf_model = make_transformer(config.model, ctx.state_dim)
+    ae_state, tf_state, head = _restore(ctx, config)
+    bc_params = None
+    if FLAGS.bc_workdir:
+        bc_params = train.bc_state(dataclasses.replace(ctx, workdir=FLAGS.bc_workdir), train=False).params
+    report = {"validation": _validation_table(ctx, config, ae_model, tf_model, ae_state, tf_state,
+                                              head, bc_params), "sweeps": {}}
+    print("\nheld-out validation (final checkpoints, eval sampling options)")
+    for name, value in report["validation"].items():
+        print(f"  {name:<52} {value:.4g}")
+    params = {"autoencoder": ae_state.params, "transformer": tf_state.params}
+    if head is not None:
+        params["head"] = head
+    for spec in FLAGS.sweep:
+        field, values = _parse_sweep(spec, config)
+        for value in values:
+            row = _sweep_one(ctx, config, field, value, params, int(tf_state.step), ae_model, tf_model)
+            report["sweeps"][f"{field}={value}"] = row
+    if report["sweeps"]:
+        print("\neval-only sweeps (score mean ± s.e. over seeds | success | held-out sampled-plan "
+              "action MSE)")
+        for name, row in report["sweeps"].items():
+            if "error" in row:
+                print(f"  {name:<32} {row['error']}")
+                continue
+            s, ok = row["score"], row["success_rate"]
+            success = "" if ok is None else f"{ok['mean']:.0%}"
+            print(f"  {name:<32} {s['metric']} {s['mean']:7.2f} ± {s['stderr']:5.2f} | {success:>4} | "
+                  f"{row['val_action_mse_sampled_plan']:.4f}")
+    path = os.path.join(out_dir, "diagnose.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    print(f"\nreport: {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
