@@ -66,6 +66,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.stage2.gumbel_tau = 1.0  # Gumbel-softmax temperature
     c.stage2.lambda_cond = 0.1  # weight of L_cond on the end-to-end path
     c.stage2.lambda_inv = 0.1  # weight of L_inv on the end-to-end path
+    c.stage2.lambda_return = 1.0  # weight of the learned-target head's expectile loss
+    c.stage2.return_expectile = 0.9  # expectile of R_0 given s_0 the target head learns
 
     # Stage 3: the acting head (inverse dynamics) on plans the transformer generates (0 steps = act
     # with stage 1's head, which only ever saw encoded true futures).
@@ -85,6 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.max_steps = 0  # episode step limit (0 = the evaluation env's own limit)
     c.eval.target_return = -1.0  # initial return-to-go, unscaled (-1 = best episode return in data)
     c.eval.decrement_return = True  # subtract collected reward from the return-to-go each step
+    c.eval.learned_target = False  # condition on the learned best return of the current state instead
     c.eval.cfg_scale = 1.0  # classifier-free guidance strength (0 = conditional model)
     c.eval.cfg_ramp = False  # ramp the guidance linearly over scales (VAR)
     c.eval.temperature = 1.0  # sampling temperature

@@ -23,7 +23,7 @@ from mage_jax.models.sampling import (
     sample_with_trace,
     sampling_options,
 )
-from mage_jax.models.transformer import make_transformer
+from mage_jax.models.transformer import NextScaleTransformer, make_transformer
 from mage_jax.training.head import create_head_state, make_head_step
 from mage_jax.training.optim import make_optimizer
 from mage_jax.training.stage2 import Stage2State, make_stage2_step
@@ -45,13 +45,14 @@ def _tiny_config(action_horizon: int = 1):
     return c
 
 
-def _random_params(model, *example_inputs, seed: int) -> dict:
+def _random_params(model, *example_inputs, seed: int, method=None) -> dict:
     """Random N(0, 0.2) values for every parameter (AdaLN included, so the condition matters).
 
     Filled with numpy from the parameter shapes rather than by a jitted `model.init`: compiling the
     initialisers costs far more than everything this file tests.
     """
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *example_inputs)
+    shapes = jax.eval_shape(functools.partial(model.init, method=method), jax.random.PRNGKey(0),
+                            *example_inputs)
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda s: jnp.asarray(rng.normal(0.0, 0.2, s.shape), s.dtype), shapes)
 
@@ -61,7 +62,8 @@ def _models(config):
     tf_model = make_transformer(config.model, STATE_DIM)
     ae_params = _random_params(ae_model, jnp.zeros((1, HORIZON, 1 + STATE_DIM)), seed=1)
     tf_params = _random_params(tf_model, jnp.zeros((1, 1 + STATE_DIM)),
-                               jnp.zeros((1, sum(SCALES) - SCALES[0], config.model.code_dim)), seed=2)
+                               jnp.zeros((1, sum(SCALES) - SCALES[0], config.model.code_dim)), seed=2,
+                               method=NextScaleTransformer.init_all)
     return ae_model, tf_model, ae_params, tf_params
 
 
@@ -238,7 +240,8 @@ def _stage2_losses(config, ae_model, ae_params):
     config.model.tf_depth = 1
     tf_model = make_transformer(config.model, STATE_DIM)
     tf_params = _random_params(tf_model, jnp.zeros((1, 1 + STATE_DIM)),
-                               jnp.zeros((1, sum(SCALES) - SCALES[0], config.model.code_dim)), seed=4)
+                               jnp.zeros((1, sum(SCALES) - SCALES[0], config.model.code_dim)), seed=4,
+                               method=NextScaleTransformer.init_all)
     state = Stage2State.create(apply_fn=tf_model.apply, params=tf_params,
                                tx=make_optimizer(config.stage2))
     step = jax.jit(make_stage2_step(config, ae_model, ae_params))
@@ -256,11 +259,12 @@ def test_one_stage2_update_lowers_the_loss_and_reports_the_end_to_end_terms(tiny
     config = _tiny_config()
     config.stage2.gumbel_e2e = True
     before, after = _stage2_losses(config, ae_model, ae_params)
-    for name in ("loss", "loss_ce", "loss_cond", "loss_inv"):
+    for name in ("loss", "loss_ce", "loss_cond", "loss_inv", "loss_return"):
         assert np.isfinite(float(before[name])), name
     assert float(before["loss_cond"]) > 0 and float(before["loss_inv"]) > 0
     total = before["loss_ce"] + config.stage2.lambda_cond * before["loss_cond"] \
-        + config.stage2.lambda_inv * before["loss_inv"]
+        + config.stage2.lambda_inv * before["loss_inv"] \
+        + config.stage2.lambda_return * before["loss_return"]
     np.testing.assert_allclose(before["loss"], total, rtol=1e-5)
     assert float(after["loss"]) < float(before["loss"])
 
@@ -311,3 +315,19 @@ def test_acting_path_metrics_compare_true_and_sampled_plans(tiny):
     # The same head on the same sampled plans gives the same error.
     np.testing.assert_allclose(metrics["head_action_mse_sampled_plan"],
                                metrics["action_mse_sampled_plan"], rtol=1e-5)
+
+
+def test_learned_target_conditions_on_the_predicted_best_return(tiny):
+    config, ae_model, tf_model, ae_params, tf_params, _ = tiny
+    stats = NormStats(np.zeros(STATE_DIM), np.ones(STATE_DIM))  # states = observations
+    learned = _tiny_config()
+    learned.eval.learned_target = True
+    params = {"autoencoder": ae_params, "transformer": tf_params}
+    observations, returns = _policy_inputs(n=4, seed=4)
+    predicted = tf_model.apply(tf_params, observations, method=NextScaleTransformer.predict_return)
+    key = jax.random.PRNGKey(1)
+    with_target = make_policy(learned, ae_model, tf_model, stats, -10.0, 10.0)(
+        params, observations, returns, key)  # the given returns are ignored
+    by_hand = make_policy(config, ae_model, tf_model, stats, -10.0, 10.0)(
+        params, observations, predicted * config.data.rtg_scale, key)
+    np.testing.assert_allclose(with_target, by_hand, atol=1e-5)

@@ -28,15 +28,20 @@ Params = dict
 class _Conditioner:
     """Raw flattened observations and unscaled returns-to-go -> transformer condition (R_0, s_0)."""
 
-    def __init__(self, norm_stats: Any, rtg_scale: float):
+    def __init__(self, norm_stats: Any, rtg_scale: float, tf_model: NextScaleTransformer,
+                 learned_target: bool = False):
+        self.tf_model = tf_model
+        self.learned_target = bool(learned_target)
         self.mean = np.asarray(norm_stats.state_mean, np.float32)
         self.std = np.asarray(norm_stats.state_std, np.float32)
         self.rtg_scale = float(rtg_scale)
         if self.rtg_scale <= 0:
             raise ValueError(f"data.rtg_scale must be > 0, got {rtg_scale}")
 
-    def __call__(self, observations: jax.Array, returns_to_go: jax.Array
+    def __call__(self, tf_params: Any, observations: jax.Array, returns_to_go: jax.Array
                  ) -> tuple[jax.Array, jax.Array]:
+        """With learned_target, the return is the transformer's learned best return of each state
+        and `returns_to_go` is ignored."""
         observations = jnp.asarray(observations, jnp.float32)
         returns_to_go = jnp.asarray(returns_to_go, jnp.float32)
         state_dim = self.mean.shape[0]
@@ -47,8 +52,10 @@ class _Conditioner:
             raise ValueError(f"returns_to_go must be (batch,) = ({observations.shape[0]},); got shape "
                              f"{returns_to_go.shape}")
         states = (observations - self.mean) / self.std
-        cond = jnp.concatenate([(returns_to_go / self.rtg_scale)[:, None], states], axis=-1)
-        return cond, states
+        target = returns_to_go / self.rtg_scale
+        if self.learned_target:
+            target = self.tf_model.apply(tf_params, states, method=NextScaleTransformer.predict_return)
+        return jnp.concatenate([target[:, None], states], axis=-1), states
 
 
 def _check_models(config: ml_collections.ConfigDict, tf_model: NextScaleTransformer,
@@ -70,7 +77,7 @@ def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Next
     execute in order before calling again. Actions are clipped to [action_low, action_high]. `params` is
     {"autoencoder": ..., "transformer": ...}. Pure, so it can be vmapped or sharded over seeds.
     """
-    conditioner = _Conditioner(norm_stats, config.data.rtg_scale)
+    conditioner = _Conditioner(norm_stats, config.data.rtg_scale, tf_model, config.eval.learned_target)
     _check_models(config, tf_model, conditioner.mean.shape[0])
     chunk = int(config.eval.action_chunk)
     horizon = int(config.model.get("action_horizon", 1))
@@ -84,7 +91,7 @@ def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Next
     @jax.jit
     def act(params: Params, observations: jax.Array, returns_to_go: jax.Array,
             key: jax.Array) -> jax.Array:
-        cond, states = conditioner(observations, returns_to_go)
+        cond, states = conditioner(params["transformer"], observations, returns_to_go)
         ae_params = params["autoencoder"]
         trace = sample_with_trace(tf_model, ae_model, params["transformer"], ae_params, cond, key,
                                   **options)
@@ -105,14 +112,14 @@ def make_plan_trajectory(config: ml_collections.ConfigDict, ae_model: Any,
     raw (denormalised) states, "returns_to_go": (N, K, H) unscaled, "tokens": tuple of (N, l_k)}.
     Entry k is the decoder's output for the cumulative f_hat of scales 1..k+1.
     """
-    conditioner = _Conditioner(norm_stats, config.data.rtg_scale)
+    conditioner = _Conditioner(norm_stats, config.data.rtg_scale, tf_model, config.eval.learned_target)
     _check_models(config, tf_model, conditioner.mean.shape[0])
     options = sampling_options(config.eval)
 
     @jax.jit
     def plan(params: Params, observations: jax.Array, returns_to_go: jax.Array,
              key: jax.Array) -> dict:
-        cond, _ = conditioner(observations, returns_to_go)
+        cond, _ = conditioner(params["transformer"], observations, returns_to_go)
         ae_params = params["autoencoder"]
         trace = sample_with_trace(tf_model, ae_model, params["transformer"], ae_params, cond, key,
                                   **options)

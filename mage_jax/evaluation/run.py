@@ -51,7 +51,8 @@ def evaluate_run(ctx: Any, act: Callable, params: Any, step: int, *, plan: Calla
     results = build_results(
         rollout, env_spec, dataset_id=config.data.dataset_id, checkpoint_step=step,
         ref_scores=reference_scores(ctx.dataset),
-        extra={"algorithm": config.get("algorithm", "mage"), "target_return": target})
+        extra={"algorithm": config.get("algorithm", "mage"), "target_return": target,
+               "learned_target": bool(config.eval.learned_target)})
     if jax.process_index() != 0:
         return results
     name = "eval_results.json" if final else f"eval_results_{step}.json"

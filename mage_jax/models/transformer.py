@@ -17,6 +17,7 @@ head's logits are float32. The residual stream stays float32.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -178,6 +179,9 @@ class NextScaleTransformer(nn.Module):
         normal = nn.initializers.normal(0.02)
         self.cond_in = nn.Dense(self.width, kernel_init=nn.initializers.lecun_normal())
         self.cond_out = nn.Dense(self.width, kernel_init=normal)
+        # The best return the data shows from a state (an expectile of R_0 given s_0): what acting
+        # can condition on instead of a hand-set target (eval.learned_target).
+        self.return_head = nn.Sequential([nn.Dense(self.width), nn.silu, nn.Dense(1)])
         self.pos_start = self.param("pos_start", normal, (self.scales[0], self.width))
         self.pos_embed = self.param("pos_embed", normal, (self.seq_len, self.width))
         self.level_embed = self.param("level_embed", normal, (len(self.scales), self.width))
@@ -202,6 +206,15 @@ class NextScaleTransformer(nn.Module):
         cond = jnp.concatenate([dropped[:, None], cond[:, :1] * (1.0 - dropped[:, None]), cond[:, 1:]],
                                axis=-1)
         return self.cond_out(nn.silu(self.cond_in(cond)))
+
+    def predict_return(self, states: jax.Array) -> jax.Array:
+        """(B, S) normalised states -> (B,) the learned target return R_0 (scaled units)."""
+        return self.return_head(states.astype(jnp.float32))[:, 0]
+
+    def init_all(self, cond: jax.Array, inputs: jax.Array) -> jax.Array:
+        """Touches every submodule (the return head is not on the logits' path), for `init`."""
+        self.predict_return(cond[:, 1:])
+        return self(cond, inputs)
 
     def modulations(self, cond_emb: jax.Array) -> tuple[tuple[jax.Array, ...], jax.Array]:
         """Per-sample AdaLN parameters, computed once and reused for every scale."""
@@ -288,4 +301,4 @@ def init_transformer_params(model: NextScaleTransformer, key: jax.Array) -> dict
     """Random parameters from dummy shapes (batch 1), initialised under jit (eager init is slow)."""
     cond = jnp.zeros((1, model.cond_dim), jnp.float32)
     inputs = jnp.zeros((1, model.seq_len - model.scales[0], model.code_dim), jnp.float32)
-    return jax.jit(model.init)(key, cond, inputs)
+    return jax.jit(functools.partial(model.init, method=NextScaleTransformer.init_all))(key, cond, inputs)

@@ -5,6 +5,9 @@ teacher-forced on the cumulative code sums and trained with cross-entropy over a
 (uniform weight per token). Condition dropout (config.model.cond_dropout) drops the return R_0 (not
 s_0) from the condition of a random subset of rows, which is what classifier-free guidance needs.
 
+A small head on s_0 learns an upper expectile of R_0 (`stage2.return_expectile`): the best return
+the data shows from that state, which acting can use as its target (`eval.learned_target`).
+
 Optional end-to-end term (config.stage2.gumbel_e2e): the logits are relaxed with a straight-through
 Gumbel-softmax into soft code mixtures, summed into f_hat through the frozen autoencoder
 (`embed_soft`, `add_scale`), and the adapter's start-consistency loss L_cond and the latent
@@ -85,6 +88,13 @@ def transformer_loss(tf_model: NextScaleTransformer, params: Any, cond: jax.Arra
     return loss, (metrics, logits, null_mask)
 
 
+def expectile_loss(predicted: jax.Array, target: jax.Array, expectile: float) -> jax.Array:
+    """Asymmetric squared error: under-predictions weigh `expectile`, over-predictions 1 - it, so the
+    minimiser is the upper expectile of the target (IQL's value loss, Reinformer's return loss)."""
+    diff = target - predicted
+    return jnp.mean(jnp.where(diff > 0, expectile, 1.0 - expectile) * jnp.square(diff))
+
+
 def gumbel_straight_through(logits: jax.Array, key: jax.Array, tau: float) -> jax.Array:
     """One-hot samples in the forward pass, Gumbel-softmax gradients in the backward pass."""
     soft = jax.nn.softmax((logits + jax.random.gumbel(key, logits.shape)) / tau, axis=-1)
@@ -139,6 +149,11 @@ def make_stage2_step(config: ml_collections.ConfigDict, ae_model: Any, ae_params
         def loss_fn(params):
             loss, (metrics, logits, null_mask) = transformer_loss(
                 tf_model, params, segments[:, 0], inputs, tokens, drop_key, cond_dropout)
+            predicted_return = tf_model.apply(params, segments[:, 0, 1:],
+                                              method=NextScaleTransformer.predict_return)
+            metrics["loss_return"] = expectile_loss(predicted_return, segments[:, 0, 0],
+                                                    float(stage.return_expectile))
+            loss = loss + stage.lambda_return * metrics["loss_return"]
             if use_e2e:
                 e2e = end_to_end_losses(
                     ae_model, jax.lax.stop_gradient(ae_params), logits, batch,

@@ -8,6 +8,7 @@ plans sampled with the evaluation's options, read by stage 1's head and (when tr
 Metric names (all means over the held-out windows):
   autoencoder: loss_recon, loss_vq, loss_cond, action_mse_true_plan (stage 1's head on encoded futures)
   transformer: loss_ce, accuracy, accuracy_scale_k, loss_ce_scale_k (teacher-forced, return kept),
+               loss_return (the learned target's expectile loss),
                action_mse_true_plan, action_mse_sampled_plan (stage 1's head), plan_start_error
                (decoded sampled plan at t=0 against s_0, normalised units)
   head:        action_mse_sampled_plan (stage 3's head on freshly sampled plans)
@@ -27,10 +28,10 @@ import optax
 
 from mage_jax.data.sampler import SegmentData, sample_segments
 from mage_jax.models.sampling import sampling_options
-from mage_jax.models.transformer import scale_levels
+from mage_jax.models.transformer import NextScaleTransformer, scale_levels
 from mage_jax.training.head import generated_plans, head_action_error
 from mage_jax.training.stage1 import autoencoder_losses, masked_action_error
-from mage_jax.training.stage2 import encode_token_maps, token_losses
+from mage_jax.training.stage2 import encode_token_maps, expectile_loss, token_losses
 
 Metrics = Callable[[Any], dict]  # the stage's params -> {name: float}
 
@@ -83,6 +84,7 @@ def transformer_validation(config: ml_collections.ConfigDict, ae_model: Any, tf_
                            ae_params: Any, batch: dict) -> Metrics:
     options = sampling_options(config.eval)
     levels = scale_levels(tf_model.scales)
+    expectile = float(config.stage2.return_expectile)
     key = jax.random.PRNGKey(int(config.data.val_seed))
 
     @jax.jit
@@ -94,6 +96,9 @@ def transformer_validation(config: ml_collections.ConfigDict, ae_model: Any, tf_
                                                                     jnp.concatenate(tokens, axis=1))
         for k in range(len(tf_model.scales)):
             out[f"loss_ce_scale_{k + 1}"] = per_token[:, levels == k].mean()
+        predicted = tf_model.apply(tf_params, batch["segments"][:, 0, 1:],
+                                   method=NextScaleTransformer.predict_return)
+        out["loss_return"] = expectile_loss(predicted, batch["segments"][:, 0, 0], expectile)
         return {**out, **acting_path_metrics(ae_model, tf_model, ae_params, tf_params, batch, key,
                                              options)}
 
