@@ -147,7 +147,7 @@ def main(argv):
                 print(f"  {name:<32} {row['error']}")
                 continue
             s, ok = row["score"], row["success_rate"]
-            success = "" if ok is None else f"{ok['mean']:.0%}"
+            success = "" if ok is None else f"{ok['mean']:.0f}%"  # success_rate is x100
             print(f"  {name:<32} {s['metric']} {s['mean']:7.2f} ± {s['stderr']:5.2f} | {success:>4} | "
                   f"{row['val_action_mse_sampled_plan']:.4f}")
     path = os.path.join(out_dir, "diagnose.json")

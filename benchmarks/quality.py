@@ -1,13 +1,16 @@
-"""MAGE against behaviour cloning on identical data, seeds and scoring; writes a markdown table.
+"""MAGE against behaviour cloning on identical data, seeds and scoring; prints a markdown table.
 
-    python benchmarks/quality.py --datasets=umaze,medium,kitchen --steps=4000 --seeds=0 \
-        --out=benchmarks/QUALITY.md
+    python benchmarks/quality.py --datasets=umaze,medium,large,kitchen --seeds=0,1,2 \
+        --runs=runs/quality [--steps=N] [--out=table.md] [-- more launcher flags]
 
 Each (dataset, algorithm, training seed) is one launcher run (`python -m mage_jax.main`) in its own
-workdir under --runs, at the `cpu` size with the given step budget per stage (BC trains for the same
-number of steps as one MAGE stage). Finished runs are not retrained: their eval_results.json is read
-back, so the script can be interrupted and re-run. Wall time = the span of the run's logged training
-steps (from metrics.jsonl, so it excludes start-up and compilation before the first log) + evaluation.
+workdir under --runs, at the `cpu` size with the config's own budget (or, with --steps, N updates for
+stages 1 and 2; BC trains for stage 1's budget). Finished runs are not retrained: their
+eval_results.json is read back, so the script can be interrupted and re-run. Columns: the headline
+score and success rate (mean ± s.e. over evaluation seeds, per training seed, then over training
+seeds), the held-out action error of the acting path (MAGE: the acting head on generated plans; BC:
+its MLP) and the wall time per run = the span of the run's logged steps (from metrics.jsonl, so it
+excludes start-up and compilation before the first log) + evaluation.
 """
 
 from __future__ import annotations
@@ -23,17 +26,23 @@ import numpy as np
 CONFIGS = {
     "umaze": "experiments/pointmaze.py:local,umaze,cpu",
     "medium": "experiments/pointmaze.py:local,medium,cpu",
+    "large": "experiments/pointmaze.py:local,large,cpu",
     "kitchen": "experiments/kitchen.py:scripted,cpu",
 }
+# The held-out action error of the policy that acts (metrics.jsonl stage, key); the first present wins.
+ACTION_ERROR = (("head_val", "action_mse_sampled_plan"),
+                ("transformer_val", "action_mse_sampled_plan"), ("bc_val", "action_mse"))
 ALGORITHMS = ("mage", "bc")
 
 
-def run_one(config: str, algorithm: str, seed: int, steps: int, workdir: str, extra: list[str]) -> dict:
+def run_one(config: str, algorithm: str, seed: int, steps: int | None, workdir: str,
+            extra: list[str]) -> dict:
     """Train + evaluate (or read back a finished run); returns eval_results.json plus the wall time."""
     results_path = os.path.join(workdir, "eval_results.json")
+    budget = [] if steps is None else [f"--config.stage1.num_steps={steps}",
+                                       f"--config.stage2.num_steps={steps}"]
     command = [sys.executable, "-m", "mage_jax.main", f"--config={config}", f"--workdir={workdir}",
-               f"--config.algorithm={algorithm}", f"--config.seed={seed}",
-               f"--config.stage1.num_steps={steps}", f"--config.stage2.num_steps={steps}", *extra]
+               f"--config.algorithm={algorithm}", f"--config.seed={seed}", *budget, *extra]
     if not os.path.exists(results_path):
         print("+", " ".join(command), flush=True)
         subprocess.run(command, check=True)
@@ -41,7 +50,21 @@ def run_one(config: str, algorithm: str, seed: int, steps: int, workdir: str, ex
         results = json.load(f)
     results["command"] = " ".join(command[1:])
     results["wall_s"] = _training_seconds(workdir) + results["wall_time_s"]
+    results["action_error"] = _held_out_action_error(workdir)
     return results
+
+
+def _held_out_action_error(workdir: str) -> float | None:
+    """The last held-out action error of the acting policy logged in metrics.jsonl."""
+    last = {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            last[record["stage"]] = record
+    for stage, key in ACTION_ERROR:
+        if key in last.get(stage, {}):
+            return float(last[stage][key])
+    return None
 
 
 def _training_seconds(workdir: str) -> float:
@@ -51,19 +74,29 @@ def _training_seconds(workdir: str) -> float:
     return max(times) - min(times) if times else 0.0
 
 
+def _mean_and_stderr(values: list[float]) -> str:
+    values = np.asarray(values, np.float64)
+    if len(values) < 2:
+        return f"{values.mean():.1f}"
+    return f"{values.mean():.1f} ± {values.std(ddof=1) / np.sqrt(len(values)):.1f}"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| dataset | algorithm | metric | score (mean ± s.e. over eval seeds) | training seeds | "
-             "mean over training seeds | steps per stage | wall time |",
+    lines = ["| dataset | algorithm | metric | score per training seed (± s.e. over eval seeds) | "
+             "mean ± s.e. over training seeds | success rate | held-out action MSE | wall time per run |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        per_run = [r["headline"] for r in row["runs"]]
-        means = np.array([h["mean"] for h in per_run])
-        over_seeds = (f"{means.mean():.1f} ± {means.std(ddof=1) / np.sqrt(len(means)):.1f}"
-                      if len(means) > 1 else "-")
-        first = per_run[0]
-        lines.append(f"| {row['dataset']} | {row['algorithm']} | {first['metric']} | "
-                     f"{first['mean']:.1f} ± {first['stderr']:.1f} (n={first['n']}) | {len(means)} | "
-                     f"{over_seeds} | {row['steps']} | {sum(r['wall_s'] for r in row['runs']):.0f} s |")
+        runs = row["runs"]
+        per_run = [r["headline"] for r in runs]
+        success = [r["aggregate"]["success_rate"]["mean"] for r in runs if "success_rate" in r["aggregate"]]
+        errors = [r["action_error"] for r in runs if r["action_error"] is not None]
+        lines.append(
+            f"| {row['dataset']} | {row['algorithm']} | {per_run[0]['metric']} | "
+            + ", ".join(f"{h['mean']:.1f} ± {h['stderr']:.1f}" for h in per_run)
+            + f" | **{_mean_and_stderr([h['mean'] for h in per_run])}** (n={len(runs)}) | "
+            + (f"{_mean_and_stderr(success)}%" if success else "—") + " | "
+            + (f"{np.mean(errors):.3f}" if errors else "—") + " | "
+            + f"{np.mean([r['wall_s'] for r in runs]) / 60:.1f} min |")
     return "\n".join(lines)
 
 
@@ -71,10 +104,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--datasets", default="umaze,medium,kitchen", help=f"from {sorted(CONFIGS)}")
     parser.add_argument("--algorithms", default="mage,bc")
-    parser.add_argument("--steps", type=int, default=4000, help="updates per stage")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="updates for stages 1 and 2 (default: the config's own budget)")
     parser.add_argument("--seeds", default="0", help="training seeds, comma-separated")
     parser.add_argument("--runs", default="runs/quality", help="parent folder of the workdirs")
-    parser.add_argument("--out", default="benchmarks/QUALITY.md")
+    parser.add_argument("--out", default=None, help="also write the table to this file")
     parser.add_argument("extra", nargs="*", help="more launcher flags, after --")
     args = parser.parse_args()
     rows = []
@@ -84,16 +118,17 @@ def main() -> None:
         for algorithm in args.algorithms.split(","):
             if algorithm not in ALGORITHMS:
                 parser.error(f"unknown algorithm {algorithm!r}; choose from {ALGORITHMS}")
+            budget = "config" if args.steps is None else args.steps
             runs = [run_one(CONFIGS[dataset], algorithm, int(seed), args.steps,
-                            os.path.join(args.runs, f"{dataset}_{algorithm}_seed{seed}_{args.steps}"),
+                            os.path.join(args.runs, f"{dataset}_{algorithm}_seed{seed}_{budget}"),
                             args.extra)
                     for seed in args.seeds.split(",")]
             rows.append({"dataset": dataset, "algorithm": algorithm, "steps": args.steps, "runs": runs})
     text = table(rows)
     commands = "\n".join(r["command"] for row in rows for r in row["runs"])
-    with open(args.out, "w") as f:
-        f.write(f"# MAGE vs behaviour cloning\n\n{text}\n\n"
-                f"Commands (`python -m ...`):\n\n```\n{commands}\n```\n")
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(f"{text}\n\nCommands (`python -m ...`):\n\n```\n{commands}\n```\n")
     print(text)
 
 

@@ -175,9 +175,20 @@ def parse_variant(arg: str | None, choices: dict[str, tuple[str, ...]], defaults
     return out
 
 
-def finalize(config: ml_collections.ConfigDict, size: str) -> ml_collections.ConfigDict:
-    """Apply the size modifier (if any) and lock the config so mistyped overrides fail."""
+def finalize(config: ml_collections.ConfigDict, size: str,
+             **per_size: dict[str, object]) -> ml_collections.ConfigDict:
+    """Apply the size modifier (if any), then `per_size[size]` (dotted field -> value: a family's own
+    budget at that size, e.g. cpu={"stage2.num_steps": 4000}), and lock the config so mistyped
+    overrides fail."""
     if size:
         apply_size(config, size)
+    for field, value in per_size.get(size, {}).items():
+        *sections, name = field.split(".")
+        target = config
+        for section in sections:
+            target = target[section]
+        if name not in target:
+            raise KeyError(f"per-size override of unknown config field {field!r}")
+        target[name] = value
     config.lock()
     return config

@@ -17,3 +17,14 @@ def test_size_modifiers_shrink_the_model():
 def test_unknown_size_modifier_is_an_error():
     with pytest.raises(ValueError, match="unknown size modifier 'gpu'"):
         configs.apply_size(configs.base_config(), "gpu")
+
+
+def test_a_family_budget_for_its_size_applies_after_the_size_modifier():
+    budget = {"stage2.num_steps": 1234, "eval.num_seeds": 7}
+    cpu = configs.finalize(configs.base_config(), "cpu", cpu=budget, quicktest={"stage2.num_steps": 1})
+    assert cpu.stage2.num_steps == 1234 and cpu.eval.num_seeds == 7
+    assert cpu.stage1.num_steps == configs.apply_size(configs.base_config(), "cpu").stage1.num_steps
+    default = configs.finalize(configs.base_config(), "", cpu=budget)
+    assert default.stage2.num_steps == configs.base_config().stage2.num_steps
+    with pytest.raises(KeyError, match="stage2.num_stepz"):
+        configs.finalize(configs.base_config(), "cpu", cpu={"stage2.num_stepz": 1})

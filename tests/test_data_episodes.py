@@ -26,6 +26,16 @@ def test_flatten_maze_is_observation_then_desired_goal():
     np.testing.assert_array_equal(flatten_observations(obs, "maze"), [[1, 2, 3, 4, 7, 8]])
 
 
+def test_flatten_antmaze_puts_the_ants_position_first_and_the_goal_last():
+    """The ant's 27-D observation has no x-y position; only achieved_goal says where the ant is."""
+    obs = {"desired_goal": np.array([[7.0, 8.0]]), "achieved_goal": np.array([[5.0, 6.0]]),
+           "observation": np.arange(27.0)[None]}
+    out = flatten_observations(obs, "antmaze")
+    assert out.shape == (1, 31)
+    np.testing.assert_array_equal(out[0, :2], [5, 6])
+    np.testing.assert_array_equal(out[0, -2:], [7, 8])
+
+
 def test_flatten_box_keeps_array_and_flattens_extra_axes():
     obs = np.arange(12.0).reshape(3, 2, 2)
     out = flatten_observations(obs, "box")
@@ -38,7 +48,7 @@ def test_flatten_box_keeps_array_and_flattens_extra_axes():
     ({"observation": np.zeros((2, 4))}, "maze", "'desired_goal'"),
     ({"state": np.zeros((2, 4))}, "kitchen", "'observation'"),
     (np.zeros((2, 4)), "maze", "use obs_family 'box'"),
-    ({"observation": np.zeros((2, 4))}, "box", "use 'kitchen' or 'maze'"),
+    ({"observation": np.zeros((2, 4))}, "box", "use 'kitchen', 'maze' or 'antmaze'"),
     (np.zeros((2, 4)), "image", "unknown observation family 'image'"),
 ])
 def test_flatten_errors_say_what_is_wrong(obs, family, message):
@@ -49,7 +59,7 @@ def test_flatten_errors_say_what_is_wrong(obs, family, message):
 def test_infer_obs_family_from_namespace():
     assert infer_obs_family("D4RL/kitchen/mixed-v2") == "kitchen"
     assert infer_obs_family("local/kitchen/scripted-v0") == "kitchen"
-    assert infer_obs_family("D4RL/antmaze/umaze-v1") == "maze"
+    assert infer_obs_family("D4RL/antmaze/umaze-v1") == "antmaze"
     assert infer_obs_family("D4RL/pointmaze/large-dense-v2") == "maze"
     assert infer_obs_family("D4RL/door/human-v2") == "box"
     assert infer_obs_family("mujoco/hopper/medium-v0") == "box"

@@ -59,7 +59,7 @@ def test_unknown_dataset_fails_fast_with_a_clear_message():
 def test_known_id_gets_its_local_alternative_from_the_table():
     with pytest.raises(DatasetUnavailableError, match="experiments/kitchen.py:scripted"):
         load_minari_dataset("D4RL/kitchen/mixed-v2")
-    assert minari_source.KNOWN_DATASETS["D4RL/antmaze/large-diverse-v1"].obs_family == "maze"
+    assert minari_source.KNOWN_DATASETS["D4RL/antmaze/large-diverse-v1"].obs_family == "antmaze"
     assert minari_source.KNOWN_DATASETS["mujoco/hopper/medium-replay-v0"].task == "locomotion"
 
 

@@ -100,6 +100,11 @@ def test_antmaze_score_is_100_times_success():
                {"return": 1.0, "success": True}]
     scored = scoring.score_episodes(records, "antmaze")
     assert [r["d4rl_score"] for r in scored["per_seed"]] == [100.0, 0.0, 0.0, 100.0, 100.0]
+    assert "steps_to_success" not in scored["aggregate"]  # not recorded
+    for record, step in zip(records, (7, 0, 0, 3, 5), strict=True):
+        record["first_success_step"] = step
+    timed = scoring.score_episodes(records, "antmaze")["aggregate"]["steps_to_success"]
+    assert timed["mean"] == pytest.approx(5.0) and timed["n"] == 3  # the successful seeds only
     assert scored["aggregate"]["d4rl_score"]["mean"] == pytest.approx(60.0)
     assert scored["aggregate"]["success_rate"]["mean"] == pytest.approx(60.0)
     # sample std of [1, 0, 0, 1, 1] x 100 is sqrt(0.3) x 100
@@ -148,6 +153,7 @@ def test_finished_seeds_stop_contributing_and_rtg_decrements():
     np.testing.assert_allclose(result.returns, h.astype(float))  # reward 1 per step, own episode only
     # Success at the end of even-length episodes only; auto-reset episodes' success is ignored.
     np.testing.assert_array_equal(result.success, h % 2 == 0)
+    np.testing.assert_array_equal(result.first_success_step, np.where(h % 2 == 0, h, 0))
     np.testing.assert_array_equal(result.tasks_completed, np.minimum(h, 2))
     assert result.completed_tasks[0] == ["task0", "task1"]
     # One policy call per step until the longest episode ends; each seed's return-to-go drops by
@@ -158,7 +164,8 @@ def test_finished_seeds_stop_contributing_and_rtg_decrements():
     np.testing.assert_allclose(result.final_returns_to_go, 10.0 - h)
     records = result.records()
     assert records[3] == {"seed": 3, "return": 5.0, "length": 5, "success": False,
-                          "tasks_completed": 2, "completed_tasks": ["task0", "task1"]}
+                          "first_success_step": 0, "tasks_completed": 2,
+                          "completed_tasks": ["task0", "task1"]}
     timing = result.timing
     assert timing["policy_calls"] == h.max() and timing["vector_steps"] == h.max()
     assert timing["env_steps"] == h.max() * SEEDS and timing["episode_steps"] == h.sum()

@@ -8,6 +8,8 @@ import tokenize
 
 import pytest
 
+from mage_jax.data.observations import OBS_FAMILIES
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ROWS = re.findall(r"\| `([^`]+)` \| `python -m mage_jax.main --config=([^`]+)` \|",
                   (ROOT / "REPRODUCE.md").read_text())
@@ -31,12 +33,12 @@ def test_reproduce_lists_every_family():
 def test_config_matches_its_dataset(dataset, arg):
     for size in ("", ",quicktest", ",cpu"):
         c = load_config(arg + size)
-        # quicktest runs of generated PointMaze data use a small dataset of their own.
-        expected = dataset.replace("-v0", "-small-v0") if size == ",quicktest" and c.data.generator == \
-            "pointmaze" else dataset
+        # quicktest runs of generated PointMaze and recorded data use a small dataset of their own.
+        expected = dataset.replace("-v0", "-small-v0") if size == ",quicktest" and c.data.generator in \
+            ("pointmaze", "record") else dataset
         assert expected.startswith(c.data.dataset_id)
         assert c.model.scales[-1] * c.model.downsample == c.data.horizon
-        assert c.data.obs_family in ("kitchen", "maze", "box")
+        assert c.data.obs_family in OBS_FAMILIES
 
 
 def test_config_is_locked_against_typos():

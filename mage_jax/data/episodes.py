@@ -19,6 +19,10 @@ from absl import logging
 from mage_jax.data.observations import flatten_observations
 
 
+class DatasetContentError(ValueError):
+    """The dataset's episodes cannot be trained on (NaN/inf, no steps, ragged shapes); says which one."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class EpisodeArrays:
     """A dataset's episodes, padded to the longest one (see the module docstring for padding)."""
@@ -56,19 +60,36 @@ def returns_to_go(rewards: np.ndarray, discount: float) -> np.ndarray:
 
 def episodes_from_minari(dataset, obs_family: str, rtg_discount: float = 1.0,
                          rtg_scale: float = 1.0, max_episodes: int | None = None) -> EpisodeArrays:
-    """Read a MinariDataset (all episodes, or the first `max_episodes`) into EpisodeArrays."""
-    low, high = _box_bounds(dataset.action_space)
-    indices = np.asarray(dataset.episode_indices)
-    if max_episodes is not None:
-        indices = indices[:max_episodes]
-    observations, actions, rewards = [], [], []
-    for episode in dataset.iterate_episodes(indices):
-        observations.append(flatten_observations(episode.observations, obs_family))
-        actions.append(episode.actions)
-        rewards.append(episode.rewards)
-    return episodes_from_lists(observations, actions, rewards, action_low=low, action_high=high,
-                               rtg_discount=rtg_discount, rtg_scale=rtg_scale,
-                               episode_ids=[int(i) for i in indices])
+    """Read a MinariDataset (all episodes, or the first `max_episodes`) into EpisodeArrays.
+
+    Bad content (NaN or inf, no steps at all, ragged shapes) raises DatasetContentError naming the
+    dataset, the episode and the step.
+    """
+    try:
+        low, high = _box_bounds(dataset.action_space)
+        indices = np.asarray(dataset.episode_indices)
+        if max_episodes is not None:
+            indices = indices[:max_episodes]
+        observations, actions, rewards = [], [], []
+        for index, episode in zip(indices, dataset.iterate_episodes(indices), strict=True):
+            observations.append(_flattened(episode.observations, obs_family, int(index)))
+            actions.append(episode.actions)
+            rewards.append(episode.rewards)
+        return episodes_from_lists(observations, actions, rewards, action_low=low, action_high=high,
+                                   rtg_discount=rtg_discount, rtg_scale=rtg_scale,
+                                   episode_ids=[int(i) for i in indices])
+    except DatasetContentError as e:
+        dataset_id = getattr(getattr(dataset, "spec", None), "dataset_id", None)
+        if dataset_id is None:
+            raise
+        raise DatasetContentError(f"dataset {dataset_id!r}: {e}") from e
+
+
+def _flattened(observations, obs_family: str, episode_id: int) -> np.ndarray:
+    try:
+        return flatten_observations(observations, obs_family)
+    except ValueError as e:  # observations that do not fit config.data.obs_family
+        raise DatasetContentError(f"episode {episode_id}: {e}") from e
 
 
 def episodes_from_lists(observations: list, actions: list, rewards: list, *,
@@ -103,7 +124,8 @@ def episodes_from_lists(observations: list, actions: list, rewards: list, *,
     if skipped:
         logging.warning("skipped %d episode(s) with no steps", skipped)
     if not kept:
-        raise ValueError(f"no episode with at least one step among the {count} given")
+        raise DatasetContentError(f"none of the {count} episodes has a step (all are empty); "
+                                  "regenerate or re-download it")
     _check_consistent_dims(kept, kept_ids)
 
     lengths = np.array([len(r) for _, _, r in kept], dtype=np.int32)
@@ -145,23 +167,23 @@ def _check_episode(obs, act, rew, episode_id: int):
         return None
     act = np.atleast_1d(act)
     if len(act) != steps:
-        raise ValueError(f"episode {episode_id}: {len(act)} actions but {steps} rewards")
+        raise DatasetContentError(f"episode {episode_id}: {len(act)} actions but {steps} rewards")
     act = act.reshape(steps, -1)
     if obs.ndim == 1:
         obs = obs[:, None]
     if obs.ndim != 2:
-        raise ValueError(f"episode {episode_id}: observations must be flattened to (T, S), got "
-                         f"shape {obs.shape} (use mage_jax.data.observations.flatten_observations)")
+        raise DatasetContentError(f"episode {episode_id}: observations must be flattened to (T, S), got "
+                                  f"shape {obs.shape} (use mage_jax.data.observations.flatten_observations)")
     if len(obs) == steps + 1:
         obs = obs[:steps]  # Minari's final observation follows the last action: no action for it
     elif len(obs) != steps:
-        raise ValueError(f"episode {episode_id}: {len(obs)} observations for {steps} steps; "
-                         f"expected {steps} or {steps + 1}")
+        raise DatasetContentError(f"episode {episode_id}: {len(obs)} observations for {steps} steps; "
+                                  f"expected {steps} or {steps + 1}")
     for field, values in (("observations", obs), ("actions", act), ("rewards", rew)):
         if not np.all(np.isfinite(values)):
             step = int(np.argwhere(~np.isfinite(values))[0][0])
-            raise ValueError(f"non-finite value (NaN or inf) in {field} of episode {episode_id} "
-                             f"(first at step {step}); clean or drop that episode")
+            raise DatasetContentError(f"non-finite value (NaN or inf) in {field} of episode "
+                                      f"{episode_id} (first at step {step}); clean or drop that episode")
     return obs, act, rew
 
 
@@ -169,12 +191,12 @@ def _check_consistent_dims(kept, ids) -> None:
     state_dim, action_dim = kept[0][0].shape[1], kept[0][1].shape[1]
     for (obs, act, _), episode_id in zip(kept, ids, strict=True):
         if obs.shape[1] != state_dim or act.shape[1] != action_dim:
-            raise ValueError(f"episode {episode_id} has state/action dims {obs.shape[1]}/"
-                             f"{act.shape[1]}, the first episode {state_dim}/{action_dim}")
+            raise DatasetContentError(f"episode {episode_id} has state/action dims {obs.shape[1]}/"
+                                      f"{act.shape[1]}, the first episode {state_dim}/{action_dim}")
 
 
 def _box_bounds(space) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(space, gym.spaces.Box):
-        raise ValueError(f"only continuous (Box) action spaces are supported, got {space}")
+        raise DatasetContentError(f"only continuous (Box) action spaces are supported, got {space}")
     return (np.asarray(space.low, np.float32).reshape(-1),
             np.asarray(space.high, np.float32).reshape(-1))

@@ -55,7 +55,7 @@ def _known_datasets() -> dict[str, KnownDataset]:
         table[f"D4RL/kitchen/{name}-v2"] = KnownDataset("kitchen", "kitchen", _KITCHEN_LOCAL)
     for name in ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play",
                  "large-diverse"):
-        table[f"D4RL/antmaze/{name}-v1"] = KnownDataset("antmaze", "maze", "")
+        table[f"D4RL/antmaze/{name}-v1"] = KnownDataset("antmaze", "antmaze", "")
     for maze in ("umaze", "medium", "large"):
         for suffix in ("", "-dense"):
             table[f"D4RL/pointmaze/{maze}{suffix}-v2"] = KnownDataset("pointmaze", "maze",

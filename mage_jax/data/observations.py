@@ -3,8 +3,11 @@
 Families (the state layout every model, normaliser and policy of a run shares):
   * ``kitchen``: ``observation`` only (59-D in D4RL kitchen-v2; the per-task goal dicts are dropped,
     the task set is fixed by the environment).
-  * ``maze``:    ``observation`` ++ ``desired_goal`` (PointMaze 4 + 2, AntMaze 27 + 2): the goal is
-    part of the state, which makes the (state, return) model goal-aware.
+  * ``maze``:    ``observation`` ++ ``desired_goal`` (PointMaze 4 + 2): the goal is part of the state,
+    which makes the (state, return) model goal-aware.
+  * ``antmaze``: ``achieved_goal`` ++ ``observation`` ++ ``desired_goal`` (2 + 27 + 2). The ant's
+    27-D ``observation`` leaves out its x-y position, which only ``achieved_goal`` carries; without it
+    the state would not say where the ant is. Position first and goal last, as in ``maze``.
   * ``box``:     the observation array as it is (Adroit, MuJoCo locomotion), extra axes flattened.
 """
 
@@ -14,10 +17,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-OBS_FAMILIES = ("kitchen", "maze", "box")
+OBS_FAMILIES = ("kitchen", "maze", "antmaze", "box")
 FAMILY_KEYS: dict[str, tuple[str, ...]] = {"kitchen": ("observation",),
-                                           "maze": ("observation", "desired_goal")}
-_MAZE_NAMESPACES = ("antmaze", "pointmaze", "maze2d")
+                                           "maze": ("observation", "desired_goal"),
+                                           "antmaze": ("achieved_goal", "observation", "desired_goal")}
+_MAZE_NAMESPACES = ("pointmaze", "maze2d")
 
 
 def flatten_observations(obs, family: str) -> np.ndarray:
@@ -33,7 +37,7 @@ def flatten_observations(obs, family: str) -> np.ndarray:
     if family == "box":
         if isinstance(obs, Mapping):
             raise ValueError(f"obs_family 'box' expects array observations, got a dict with keys "
-                             f"{sorted(obs)}; use 'kitchen' or 'maze' for dict observations")
+                             f"{sorted(obs)}; use 'kitchen', 'maze' or 'antmaze' for dict observations")
         return _as_steps(obs, "observations")
     if not isinstance(obs, Mapping):
         raise ValueError(f"obs_family {family!r} expects dict observations with keys "
@@ -53,10 +57,13 @@ def flatten_observations(obs, family: str) -> np.ndarray:
 
 
 def infer_obs_family(dataset_id: str) -> str:
-    """Guess the family from the id's namespace: kitchen -> kitchen, *maze -> maze, else box."""
+    """Guess the family from the id's namespace: kitchen -> kitchen, antmaze -> antmaze, point maze ->
+    maze, else box."""
     namespace_parts = [part.lower() for part in dataset_id.split("/")[:-1]]
     if "kitchen" in namespace_parts:
         return "kitchen"
+    if "antmaze" in namespace_parts:
+        return "antmaze"
     if any(part in _MAZE_NAMESPACES for part in namespace_parts):
         return "maze"
     return "box"

@@ -14,6 +14,15 @@ from mage_jax.data.minari_source import load_minari_dataset
 GENERATORS = {
     "pointmaze": "mage_jax.datasets.pointmaze:generate_pointmaze_dataset",
     "kitchen": "mage_jax.datasets.kitchen:generate_kitchen_dataset",
+    "record": "mage_jax.datasets.record:generate_recorded_dataset",
+}
+# Public namespace -> the config variant that records look-alike data locally.
+_RECORDED_ALTERNATIVES = {
+    "D4RL/antmaze/": "experiments/antmaze.py:local",
+    **{f"D4RL/{task}/": f"experiments/adroit.py:{task},local"
+       for task in ("pen", "hammer", "door", "relocate")},
+    **{f"mujoco/{env}/": f"experiments/locomotion.py:{env},local"
+       for env in ("halfcheetah", "hopper", "walker2d")},
 }
 
 
@@ -48,4 +57,8 @@ def _local_alternative(dataset_id: str) -> str:
     if dataset_id.startswith("D4RL/pointmaze/"):
         return ("experiments/pointmaze.py:local generates local/pointmaze/* with the D4RL recipe "
                 "(python -m mage_jax.datasets.pointmaze)")
+    for prefix, variant in _RECORDED_ALTERNATIVES.items():
+        if dataset_id.startswith(prefix):
+            return (f"{variant} records random-policy episodes in this dataset's layout on this machine "
+                    "(python -m mage_jax.datasets.record); a smoke test of the code paths, not a benchmark")
     return ""

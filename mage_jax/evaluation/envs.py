@@ -33,7 +33,7 @@ from mage_jax.robotics_envs import register_robotics_envs
 TASK_FAMILIES = ("kitchen", "antmaze", "pointmaze", "adroit", "locomotion")
 KITCHEN_ENV_ID = "FrankaKitchen-v1"
 KITCHEN_MAX_STEPS = 280  # D4RL kitchen's horizon
-_EXPECTED_OBS_FAMILY = {"kitchen": "kitchen", "antmaze": "maze", "pointmaze": "maze",
+_EXPECTED_OBS_FAMILY = {"kitchen": "kitchen", "antmaze": "antmaze", "pointmaze": "maze",
                         "adroit": "box", "locomotion": "box"}
 
 

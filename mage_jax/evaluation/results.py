@@ -16,7 +16,7 @@ import numpy as np
 
 from mage_jax.evaluation.envs import EvalEnvSpec
 from mage_jax.evaluation.rollout import RolloutResult
-from mage_jax.evaluation.scoring import headline_metric, score_episodes
+from mage_jax.evaluation.scoring import headline_label, headline_metric, score_episodes
 
 RESULTS_FILENAME = "eval_results.json"
 _METRIC_ORDER = ("d4rl_score", "normalized_score", "return", "success_rate", "tasks_completed",
@@ -42,7 +42,8 @@ def build_results(rollout: RolloutResult, env_spec: EvalEnvSpec, *, dataset_id: 
         "reference_scores": (None if ref_scores is None else
                              {"ref_min_score": float(ref_scores[0]),
                               "ref_max_score": float(ref_scores[1])}),
-        "headline": {"metric": headline, **aggregate[headline]},
+        "headline": {"metric": headline, "label": headline_label(headline, env_spec.family),
+                     **aggregate[headline]},
         "aggregate": aggregate,
         "per_seed": scores["per_seed"],
         "wall_time_s": timing["wall_time_s"],
@@ -87,6 +88,9 @@ def format_score_table(results: dict) -> str:
     lines = [f"{results.get('dataset_id', '?')} | env {env.get('env_id', '?')} "
              f"({results.get('family', '?')}) | checkpoint step {'-' if step is None else step} | "
              f"{results.get('num_seeds', '?')} seeds"]
+    label = results.get("headline", {}).get("label")
+    if label:
+        lines.append(f"  headline: {results['headline']['metric']} = {label}")
     lines.append(f"  {'metric':<18}{'mean':>12}{'stderr':>10}{'n':>6}")
     aggregate = results.get("aggregate", {})
     names = [n for n in _METRIC_ORDER if n in aggregate] + \

@@ -45,6 +45,7 @@ class RolloutResult:
     returns: np.ndarray  # (N,) float64 undiscounted episode returns
     lengths: np.ndarray  # (N,) int steps until termination / truncation
     success: np.ndarray | None  # (N,) bool: reached success at any step (None: env reports none)
+    first_success_step: np.ndarray | None  # (N,) int step (1-based) of the first success, 0 = never
     tasks_completed: np.ndarray | None  # (N,) int distinct kitchen tasks completed (None: not kitchen)
     completed_tasks: list | None  # per seed, the sorted names of the completed kitchen tasks
     final_returns_to_go: np.ndarray  # (N,) the return-to-go left at the end (unscaled)
@@ -62,6 +63,7 @@ class RolloutResult:
                       "length": int(self.lengths[i])}
             if self.success is not None:
                 record["success"] = bool(self.success[i])
+                record["first_success_step"] = int(self.first_success_step[i])
             if self.tasks_completed is not None:
                 record["tasks_completed"] = int(self.tasks_completed[i])
                 record["completed_tasks"] = list(self.completed_tasks[i])
@@ -184,6 +186,7 @@ def evaluate_policy(policy: Policy, env_spec: EvalEnvSpec, num_seeds: int, seed_
     return RolloutResult(
         seeds=seeds, returns=state.returns, lengths=state.lengths,
         success=state.success if state.has_success else None,
+        first_success_step=state.first_success_step if state.has_success else None,
         tasks_completed=(np.array([len(t) for t in state.tasks], np.int64)
                          if state.has_tasks else None),
         completed_tasks=[sorted(t) for t in state.tasks] if state.has_tasks else None,
@@ -199,6 +202,7 @@ class _EpisodeState:
         self.returns = np.zeros(num_seeds, np.float64)
         self.lengths = np.zeros(num_seeds, np.int64)
         self.success = np.zeros(num_seeds, bool)
+        self.first_success_step = np.zeros(num_seeds, np.int64)
         self.has_success = False
         self.tasks: list[set] = [set() for _ in range(num_seeds)]
         self.has_tasks = False
@@ -213,6 +217,8 @@ class _EpisodeState:
             values, present = _info_entry(infos, name, active.shape[0])
             if values is not None:
                 hit = present & active
+                first = hit & values.astype(bool) & ~self.success
+                self.first_success_step[first] = self.lengths[first]
                 self.success[hit] |= values[hit].astype(bool)
                 self.has_success = True
         for name in _TASK_KEYS:

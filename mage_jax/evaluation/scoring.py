@@ -18,6 +18,11 @@ import numpy as np
 
 KITCHEN_POINTS_PER_TASK = 25.0
 D4RL_SCORED_FAMILIES = ("kitchen", "antmaze")
+# What each headline metric is, for eval_results.json and the score table.
+_D4RL_LABELS = {"kitchen": "D4RL score: 25 x tasks completed", "antmaze": "D4RL score: 100 x success"}
+_LABELS = {"normalized_score": "normalised score: 100 x (return - ref_min) / (ref_max - ref_min)",
+           "return": "raw episode return, NOT normalised: the dataset lacks the reference pair "
+                     "(ref_min_score, ref_max_score)"}
 
 
 def d4rl_score(record: dict, family: str) -> float | None:
@@ -69,8 +74,9 @@ def score_episodes(records: Sequence[dict], family: str,
 
     Returns {"per_seed": [record + "d4rl_score" / "normalized_score" where defined],
              "aggregate": {metric: {"mean", "stderr", "n"}}} for metrics "return", "length",
-    "success_rate" (x100, when recorded), "tasks_completed" (kitchen), "d4rl_score" (kitchen, antmaze)
-    and "normalized_score" (when `ref_scores` = (ref_min, ref_max) is given).
+    "success_rate" (x100, when recorded), "steps_to_success" (the first success's step, over the seeds
+    that succeed), "tasks_completed" (kitchen), "d4rl_score" (kitchen, antmaze) and "normalized_score"
+    (when `ref_scores` = (ref_min, ref_max) is given).
     """
     if not records:
         raise ValueError("no episode records to score")
@@ -92,6 +98,9 @@ def score_episodes(records: Sequence[dict], family: str,
         columns["length"] = [r["length"] for r in per_seed]
     if all(r.get("success") is not None for r in per_seed):
         columns["success_rate"] = [100.0 * bool(r["success"]) for r in per_seed]
+    reached = [r["first_success_step"] for r in per_seed if r.get("success") and r.get("first_success_step")]
+    if reached:  # how fast the goal is reached, over the seeds that reach it
+        columns["steps_to_success"] = reached
     if all(r.get("tasks_completed") is not None for r in per_seed):
         columns["tasks_completed"] = [r["tasks_completed"] for r in per_seed]
     for name in ("d4rl_score", "normalized_score"):
@@ -109,3 +118,12 @@ def headline_metric(aggregate: dict) -> str:
         if name in aggregate:
             return name
     raise ValueError(f"no score among the aggregates {sorted(aggregate)}")
+
+
+def headline_label(metric: str, family: str) -> str:
+    """One line saying what the headline `metric` of a `family` run is (raw returns say so plainly)."""
+    if metric == "d4rl_score":
+        return _D4RL_LABELS[family]
+    if metric not in _LABELS:
+        raise ValueError(f"no label for headline metric {metric!r}")
+    return _LABELS[metric]
