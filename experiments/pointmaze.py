@@ -25,6 +25,7 @@ def get_config(arg=None):
         c.data.generator_kwargs.maze = v["maze"]  # maze of the generated dataset
         c.data.generator_kwargs.steps = QUICKTEST_STEPS if small else LOCAL_STEPS[v["maze"]]  # env steps
         c.data.generator_kwargs.dense = v["dense"]  # dense reward variant
+        c.data.generator_kwargs.hold_steps = 0  # steps each reached goal is held (0 = D4RL's recipe)
     else:
         c.data.dataset_id = f"D4RL/pointmaze/{v['maze']}{suffix}-v2"
     c.data.obs_family = "maze"

@@ -122,11 +122,16 @@ class Stream:
     actions: np.ndarray  # (steps, 2) float32, exactly what was applied
     rewards: np.ndarray  # (steps,)
     successes: np.ndarray  # (steps,) bool: action t brought the ball within SUCCESS_DISTANCE
+    goal_changes: np.ndarray  # (steps,) bool: a new goal was drawn after action t (episode ends)
 
 
 def collect_stream(env: gym.Env, steps: int, seed: int = 0, noise_std: float = 0.5,
-                   progress: bool = False) -> Stream:
-    """Drive `env` (a `make_collection_env` env) for `steps` steps with the noisy waypoint controller."""
+                   progress: bool = False, hold_steps: int = 0) -> Stream:
+    """Drive `env` (a `make_collection_env` env) for `steps` steps with the noisy waypoint controller.
+
+    With `hold_steps` > 0 the controller keeps steering to a reached goal for that many more steps
+    before the next goal is drawn (D4RL draws it at once, so its data never shows a ball staying at
+    the goal, which is what the eval env rewards)."""
     unwrapped = env.unwrapped
     obs, _ = env.reset(seed=seed)
     controller = WaypointController(unwrapped.maze, rng=np.random.default_rng([seed, 1]))
@@ -139,6 +144,8 @@ def collect_stream(env: gym.Env, steps: int, seed: int = 0, noise_std: float = 0
     actions = np.empty((steps, 2), dtype=np.float32)
     rewards = np.zeros(steps)
     successes = np.zeros(steps, dtype=bool)
+    goal_changes = np.zeros(steps, dtype=bool)
+    holding, hold_left = False, 0
     states[0] = obs["observation"]
     x, y, vx, vy = states[0].tolist()
     gx, gy = unwrapped.goal.tolist()
@@ -166,10 +173,18 @@ def collect_stream(env: gym.Env, steps: int, seed: int = 0, noise_std: float = 0
             distance = math.sqrt((x - gx) ** 2 + (y - gy) ** 2)
             if dense:
                 rewards[t] = math.exp(-distance)
-            if distance <= SUCCESS_DISTANCE:
+            reached = distance <= SUCCESS_DISTANCE
+            if reached:
                 successes[t] = True
                 if not dense:
                     rewards[t] = 1.0
+            if holding:
+                hold_left -= 1
+            elif reached:
+                holding, hold_left = True, hold_steps
+            if holding and hold_left == 0:
+                holding = False
+                goal_changes[t] = True
                 unwrapped.update_goal(np.array([x, y]))  # the env's own resampling and random stream
                 gx, gy = unwrapped.goal.tolist()
         if bar is not None:
@@ -177,14 +192,14 @@ def collect_stream(env: gym.Env, steps: int, seed: int = 0, noise_std: float = 0
     if bar is not None:
         bar.close()
     goals[steps] = (gx, gy)
-    return Stream(states, goals, actions, rewards, successes)
+    return Stream(states, goals, actions, rewards, successes, goal_changes)
 
 
 def episode_bounds(stream: Stream, split: str, episode_length: int | None = None) -> list[tuple[int, int]]:
     """(first action, last action) of every episode, both inclusive, covering the whole stream."""
     steps = len(stream.actions)
     if split == "success":
-        ends = np.flatnonzero(stream.successes).tolist()
+        ends = np.flatnonzero(stream.goal_changes).tolist()
         if not ends or ends[-1] != steps - 1:
             ends.append(steps - 1)  # the unfinished tail is kept as a truncated episode (like Minari)
     elif split == "fixed":
@@ -318,7 +333,7 @@ def create_pointmaze_dataset(dataset_id: str | None = None, maze: str = "medium"
                              dense: bool = False, seed: int = 0, split: str = "success",
                              episode_length: int | None = None, eval_episodes: int = 100,
                              noise_std: float = 0.5, progress: bool = True, overwrite: bool = False,
-                             ) -> GenerationSummary:
+                             hold_steps: int = 0) -> GenerationSummary:
     """Generate, write and describe one dataset; see `generate_pointmaze_dataset`."""
     started = time.perf_counter()
     spec = maze_spec(maze)
@@ -335,7 +350,8 @@ def create_pointmaze_dataset(dataset_id: str | None = None, maze: str = "medium"
 
     env = make_collection_env(maze, dense, max(steps, COLLECTION_MAX_EPISODE_STEPS))
     collect_start = time.perf_counter()
-    stream = collect_stream(env, steps, seed=seed, noise_std=noise_std, progress=progress)
+    stream = collect_stream(env, steps, seed=seed, noise_std=noise_std, progress=progress,
+                            hold_steps=hold_steps)
     collect_rate = steps / max(time.perf_counter() - collect_start, 1e-9)
     buffers = episode_buffers(stream, episode_bounds(stream, split, episode_length))
 
@@ -355,17 +371,19 @@ def create_pointmaze_dataset(dataset_id: str | None = None, maze: str = "medium"
             ref_min_score=scores.ref_min_score,
             ref_max_score=scores.ref_max_score,
             num_episodes_average_score=eval_episodes,
-            description=_description(maze, dense, steps, seed, split, episode_length, noise_std),
+            description=_description(maze, dense, steps, seed, split, episode_length, noise_std,
+                                     hold_steps),
             requirements=["gymnasium-robotics>=1.2.4", "mujoco>=2.3"],
         )
     dataset.storage.update_metadata({"pointmaze_generation": {
         "maze": maze, "dense": dense, "seed": seed, "split": split, "episode_length": episode_length,
-        "noise_std": noise_std, "eval_goal_cell": list(spec.goal_cell), "eval_horizon": spec.horizon,
+        "noise_std": noise_std, "hold_steps": hold_steps, "eval_goal_cell": list(spec.goal_cell),
+        "eval_horizon": spec.horizon,
         "reference": asdict(scores)}})
     env.close()
     return GenerationSummary(
         dataset_id=dataset_id, path=path, episodes=len(buffers), steps=steps,
-        successes=int(stream.successes.sum()), ref_min_score=scores.ref_min_score,
+        successes=int(stream.goal_changes.sum()), ref_min_score=scores.ref_min_score,
         ref_max_score=scores.ref_max_score, controller_success_rate=scores.controller_success_rate,
         size_mb=_size_mb(path), collect_steps_per_s=collect_rate,
         total_seconds=time.perf_counter() - started)
@@ -374,18 +392,19 @@ def create_pointmaze_dataset(dataset_id: str | None = None, maze: str = "medium"
 def generate_pointmaze_dataset(dataset_id: str | None = None, maze: str = "medium", steps: int = 1_000_000,
                                dense: bool = False, seed: int = 0, split: str = "success",
                                episode_length: int | None = None, eval_episodes: int = 100,
-                               progress: bool = True, overwrite: bool = False) -> str:
+                               progress: bool = True, overwrite: bool = False, hold_steps: int = 0) -> str:
     """Write local Minari dataset `dataset_id` (default `local/pointmaze/<maze>[-dense]-v0`); return the id.
 
-    `steps` transitions of the noisy waypoint controller in one continuing stream, split at every success
-    (`split="success"`) or into `episode_length`-step episodes (`split="fixed"`, default the eval
-    horizon; the last episode keeps the remainder). `eval_episodes` episodes per policy measure the
-    reference scores. An existing dataset is only replaced with `overwrite=True`.
+    `steps` transitions of the noisy waypoint controller in one continuing stream, split at every goal
+    change (`split="success"`: at each success, or `hold_steps` steps after it) or into
+    `episode_length`-step episodes (`split="fixed"`, default the eval horizon; the last episode keeps
+    the remainder). `eval_episodes` episodes per policy measure the reference scores. An existing
+    dataset is only replaced with `overwrite=True`.
     """
     return create_pointmaze_dataset(dataset_id=dataset_id, maze=maze, steps=steps, dense=dense, seed=seed,
                                     split=split, episode_length=episode_length,
                                     eval_episodes=eval_episodes, progress=progress,
-                                    overwrite=overwrite).dataset_id
+                                    overwrite=overwrite, hold_steps=hold_steps).dataset_id
 
 
 def _check_arguments(dataset_id: str, steps: int, split: str, episode_length: int | None,
@@ -405,10 +424,13 @@ def _check_arguments(dataset_id: str, steps: int, split: str, episode_length: in
 
 
 def _description(maze: str, dense: bool, steps: int, seed: int, split: str, episode_length: int | None,
-                 noise_std: float) -> str:
+                 noise_std: float, hold_steps: int = 0) -> str:
     spec = maze_spec(maze)
     split_text = ("split into episodes at each goal reached (the success step is truncated)"
                   if split == "success" else f"split into fixed {episode_length}-step episodes")
+    if hold_steps:
+        split_text += (f"; unlike D4RL, the controller holds each reached goal for {hold_steps} more "
+                       "steps before the next goal is drawn (and the episode ends)")
     return (f"Local reproduction of Minari's D4RL/pointmaze/{maze}{'-dense' if dense else ''}-v2 recipe: "
             f"{steps} steps on {env_id(maze, dense)} (continuing_task=True, reset_target=True, seed {seed}) "
             "driven by a cell planner (BFS shortest path) + PD waypoint controller with "
@@ -444,6 +466,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                         help="episode length for --split=fixed (default: the eval horizon)")
     parser.add_argument("--eval-episodes", type=int, default=100,
                         help="episodes per policy for the reference scores")
+    parser.add_argument("--hold-steps", type=int, default=0,
+                        help="steps the controller holds each reached goal before the next is drawn "
+                             "(0 = the D4RL recipe: a new goal at once)")
     parser.add_argument("--dataset-id", default=None,
                         help="Minari id (default local/pointmaze/<maze>[-dense]-v0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
@@ -457,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = create_pointmaze_dataset(
             dataset_id=args.dataset_id, maze=args.maze, steps=args.steps, dense=args.dense, seed=args.seed,
             split=args.split, episode_length=args.episode_length, eval_episodes=args.eval_episodes,
-            progress=not args.no_progress, overwrite=args.overwrite)
+            progress=not args.no_progress, overwrite=args.overwrite, hold_steps=args.hold_steps)
     except (ValueError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
