@@ -20,7 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.dataset_id = ""  # Minari dataset id, e.g. 'D4RL/kitchen/mixed-v2'
-    c.data.obs_family = "box"  # observation flattening: 'kitchen' | 'maze' | 'box'
+    c.data.obs_family = "box"  # observation flattening: 'kitchen' | 'maze' | 'antmaze' | 'box'
     c.data.download = True  # download from the Minari remote when the dataset is not local
     c.data.generator = ""  # local generator used when the dataset is missing ('' = none)
     c.data.generator_kwargs = ml_collections.ConfigDict()  # keyword arguments for the generator

@@ -66,6 +66,27 @@ def test_fast_stream_matches_env_step(dense):
     np.testing.assert_array_equal(env.unwrapped.goal, stream.goals[-1])
 
 
+def test_held_goals_stay_in_force_and_end_the_episode_after_the_hold():
+    hold = 15
+    stream = pointmaze.collect_stream(pointmaze.make_collection_env("umaze"), 3000, seed=4,
+                                      hold_steps=hold)
+    changes = np.flatnonzero(stream.goal_changes)
+    assert len(changes) >= 3
+    for previous, change in zip([-1, *changes[:-1]], changes, strict=True):
+        arrival = previous + 1 + int(np.argmax(stream.successes[previous + 1:]))  # first success
+        # The goal is held (it stays in force) for `hold` steps after the arrival, then re-drawn.
+        assert change == arrival + hold
+        assert np.all(stream.goals[arrival:change + 1] == stream.goals[arrival])
+        assert not np.array_equal(stream.goals[change + 1], stream.goals[change])
+        # The controller keeps the ball at the goal: reward on most held steps.
+        assert stream.rewards[arrival:change + 1].sum() >= hold // 2
+    bounds = pointmaze.episode_bounds(stream, "success")
+    assert [last for _, last in bounds[:-1]] == changes.tolist()
+    # Without a hold, goal changes are exactly the successes (D4RL's recipe).
+    plain = pointmaze.collect_stream(pointmaze.make_collection_env("umaze"), 1500, seed=4)
+    np.testing.assert_array_equal(plain.goal_changes, plain.successes)
+
+
 def test_controller_solves_eval_env_and_random_does_worse():
     spec = pointmaze.eval_env_spec("medium")
     expert = pointmaze.evaluate_policy(spec, pointmaze.controller_policy(0.0), episodes=2, seed=0)

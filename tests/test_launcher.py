@@ -52,7 +52,7 @@ def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
     assert checkpoint_steps(workdir, "transformer")[-1] == 20
     assert checkpoint_steps(workdir, "head")[-1] == 20
     with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["data"]["dataset_id"] == "local/pointmaze/umaze-small-v0"
+        assert json.load(f)["data"]["dataset_id"] == "local/pointmaze/umaze-small-v1"
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
     stages = {r["stage"] for r in records}

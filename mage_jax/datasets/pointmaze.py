@@ -79,9 +79,10 @@ def env_id(maze: str, dense: bool = False) -> str:
     return f"{maze_spec(maze).env_name}{'Dense' if dense else ''}-v3"
 
 
-def default_dataset_id(maze: str, dense: bool = False) -> str:
+def default_dataset_id(maze: str, dense: bool = False, hold_steps: int = 0) -> str:
+    """`-v0`: D4RL's recipe; `-v1`: reached goals are held (what `experiments/pointmaze.py:local` uses)."""
     maze_spec(maze)
-    return f"local/pointmaze/{maze}{'-dense' if dense else ''}-v0"
+    return f"local/pointmaze/{maze}{'-dense' if dense else ''}-v{1 if hold_steps else 0}"
 
 
 def eval_maze_map(maze: str) -> list[list[int | str]]:
@@ -337,7 +338,7 @@ def create_pointmaze_dataset(dataset_id: str | None = None, maze: str = "medium"
     """Generate, write and describe one dataset; see `generate_pointmaze_dataset`."""
     started = time.perf_counter()
     spec = maze_spec(maze)
-    dataset_id = dataset_id or default_dataset_id(maze, dense)
+    dataset_id = dataset_id or default_dataset_id(maze, dense, hold_steps)
     _check_arguments(dataset_id, steps, split, episode_length, eval_episodes)
     path = dataset_path(dataset_id)
     if os.path.exists(path):
@@ -393,7 +394,7 @@ def generate_pointmaze_dataset(dataset_id: str | None = None, maze: str = "mediu
                                dense: bool = False, seed: int = 0, split: str = "success",
                                episode_length: int | None = None, eval_episodes: int = 100,
                                progress: bool = True, overwrite: bool = False, hold_steps: int = 0) -> str:
-    """Write local Minari dataset `dataset_id` (default `local/pointmaze/<maze>[-dense]-v0`); return the id.
+    """Write local Minari dataset `dataset_id` (default: `default_dataset_id`); return the id.
 
     `steps` transitions of the noisy waypoint controller in one continuing stream, split at every goal
     change (`split="success"`: at each success, or `hold_steps` steps after it) or into
@@ -466,11 +467,12 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                         help="episode length for --split=fixed (default: the eval horizon)")
     parser.add_argument("--eval-episodes", type=int, default=100,
                         help="episodes per policy for the reference scores")
-    parser.add_argument("--hold-steps", type=int, default=0,
+    parser.add_argument("--hold-steps", type=int, default=20,
                         help="steps the controller holds each reached goal before the next is drawn "
-                             "(0 = the D4RL recipe: a new goal at once)")
+                             "(default: as experiments/pointmaze.py:local; 0 = D4RL's recipe, a new goal "
+                             "at once)")
     parser.add_argument("--dataset-id", default=None,
-                        help="Minari id (default local/pointmaze/<maze>[-dense]-v0)")
+                        help="Minari id (default local/pointmaze/<maze>[-dense]-v1, -v0 with --hold-steps=0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
