@@ -13,6 +13,7 @@ import pytest
 
 from mage_jax.evaluation import envs, plots, results, rollout, scoring
 from mage_jax.evaluation.envs import EvalEnvSpec, make_env_spec_from_id, make_eval_envs
+from mage_jax.robotics_envs import register_robotics_envs
 
 
 # --------------------------------------------------------------------------- fake env
@@ -314,12 +315,13 @@ def test_kitchen_env_is_scored_the_d4rl_way():
 
 
 def test_antmaze_eval_env_terminates_on_success():
+    register_robotics_envs()
     eval_spec = gym.spec("AntMaze_UMaze-v4")
     eval_spec = gym.envs.registration.EnvSpec(
         eval_spec.id, entry_point=eval_spec.entry_point, max_episode_steps=700,
         kwargs={**eval_spec.kwargs, "continuing_task": True, "reset_target": False})
     dataset = _fake_dataset(gym.spec("AntMaze_UMaze-v4"), eval_env_spec=eval_spec)
-    spec = make_eval_envs(dataset, "maze", max_steps=0)
+    spec = make_eval_envs(dataset, "antmaze", max_steps=0)
     assert spec.family == "antmaze" and spec.max_steps == 700
     assert spec.kwargs["continuing_task"] is False
 

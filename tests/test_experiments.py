@@ -34,8 +34,8 @@ def test_config_matches_its_dataset(dataset, arg):
     for size in ("", ",quicktest", ",cpu"):
         c = load_config(arg + size)
         # quicktest runs of generated PointMaze and recorded data use a small dataset of their own.
-        expected = dataset.replace("-v0", "-small-v0") if size == ",quicktest" and c.data.generator in \
-            ("pointmaze", "record") else dataset
+        expected = re.sub(r"-v(\d+)", r"-small-v\1", dataset) if size == ",quicktest" and \
+            c.data.generator in ("pointmaze", "record") else dataset
         assert expected.startswith(c.data.dataset_id)
         assert c.model.scales[-1] * c.model.downsample == c.data.horizon
         assert c.data.obs_family in OBS_FAMILIES
