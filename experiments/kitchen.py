@@ -24,5 +24,6 @@ def get_config(arg=None):
     c.data.rtg_scale = 4.0  # four tasks: the return-to-go lies in [0, 1]
     c.eval.target_return = 4.0  # all four tasks
     c.eval.num_seeds = 50
-    cpu = {"stage1.num_steps": 6_000, "stage2.num_steps": 4_000, "train.eval_every": 2_000}
+    cpu = {"stage1.num_steps": 6_000, "stage2.num_steps": 4_000, "train.eval_every": 2_000,
+           "eval.num_seeds": 50}
     return configs.finalize(c, v["size"], cpu=cpu)
