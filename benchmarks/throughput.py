@@ -45,7 +45,7 @@ from mage_jax.data.normalization import NormStats
 from mage_jax.evaluation.policy import make_policy
 from mage_jax.models.autoencoder import make_autoencoder
 from mage_jax.models.sampling import make_sampler, sampling_options
-from mage_jax.models.transformer import init_transformer_params, make_transformer
+from mage_jax.models.transformer import compute_dtype, init_transformer_params, make_transformer
 from mage_jax.training.loop import make_multi_step
 from mage_jax.training.sharding import make_data_mesh, replicated
 from mage_jax.training.stage1 import create_stage1_state, make_stage1_step
@@ -235,7 +235,7 @@ def run(args) -> dict:
     config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
     state_dim, action_dim = args.state_dim, args.action_dim
     horizon = int(config.data.horizon)
-    dtype = str(config.model.get("dtype", "float32"))
+    dtype = str(compute_dtype(config.model.get("dtype", "auto")))
     out = {"config": args.config, "machine": machine_info(), "model_dtype": dtype}
     print(f"config {args.config}: horizon {horizon}, scales {tuple(config.model.scales)}, "
           f"backend {out['machine']['backend']}, malloc {out['machine']['malloc']}, "

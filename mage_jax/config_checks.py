@@ -34,7 +34,10 @@ _HOW_TO_TRAIN = {"autoencoder": "--mode=train or --mode=train_autoencoder",
                          "--config.head.num_steps=0",
                  "bc": "--mode=train"}
 _EVAL_STAGE = {"mage": "transformer", "bc": "bc"}  # the stage --checkpoint_step selects
-_DTYPES = ("float32", "bfloat16", "float16")
+# Copies of lists in JAX-importing modules (check_config runs before JAX is imported); a test keeps
+# them equal to models.transformer.COMPUTE_DTYPES and training.loop.SCAN_MODES.
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_SCAN_MODES = ("auto", "always", "never")
 
 
 class UsageError(ValueError):
@@ -112,8 +115,9 @@ _FIELD_RULES = {
     "model.tf_heads": _int_at_least(1),
     "model.tf_mlp_ratio": _positive(),
     "model.cond_dropout": _in_range(0, 1, high_open=True),
-    "model.dtype": ((lambda v: v in _DTYPES), "one of " + ", ".join(_DTYPES)),
+    "model.dtype": ((lambda v: v in _DTYPES), "one of: " + ", ".join(map(repr, _DTYPES))),
     "train.steps_per_call": _int_at_least(1),
+    "train.scan_updates": ((lambda v: v in _SCAN_MODES), "one of: " + ", ".join(map(repr, _SCAN_MODES))),
     "train.log_every": _int_at_least(1),
     "train.checkpoint_every": _int_at_least(1),
     "train.keep_checkpoints": _int_at_least(1),

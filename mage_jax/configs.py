@@ -53,7 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.tf_mlp_ratio = 4.0  # MLP hidden width / embedding width
     c.model.tf_qk_norm = True  # L2-normalise queries and keys (with a learned scale)
     c.model.cond_dropout = 0.1  # share of rows whose return R_0 is dropped (classifier-free guidance)
-    c.model.dtype = "float32"  # compute dtype of matmuls ('bfloat16' on accelerators)
+    c.model.dtype = "auto"  # transformer matmuls: 'auto' (bf16 on GPU/TPU, else f32) | 'float32' | 'bfloat16'
 
     c.stage1 = _stage_config(batch_size=256, num_steps=100_000, lr=3e-4)  # autoencoder stage
     c.stage1.lambda_recon = 1.0  # weight of the reconstruction MSE
@@ -74,7 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.head = _stage_config(batch_size=256, num_steps=5_000, lr=3e-4)
 
     c.train = ml_collections.ConfigDict()
-    c.train.steps_per_call = 10  # updates per jitted call (lax.scan) to amortise dispatch
+    c.train.steps_per_call = 10  # updates per call, to amortise dispatch and host round-trips
+    c.train.scan_updates = "auto"  # a call's updates as one lax.scan: 'auto' (not on CPU), 'always', 'never'
     c.train.log_every = 100  # steps between metric writes
     c.train.checkpoint_every = 5_000  # steps between checkpoints
     c.train.keep_checkpoints = 3  # checkpoints kept per stage

@@ -33,6 +33,12 @@ flags.DEFINE_integer("checkpoint_step", None, "Transformer checkpoint step to ev
 flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "mage_jax", "xla"),
                     "Persistent XLA compilation cache, so re-runs and resumed runs skip compiling "
                     "('' = off; JAX_COMPILATION_CACHE_DIR takes precedence).")
+flags.DEFINE_string("coordinator_address", None,
+                    "Multi-process runs wired by hand: host:port of process 0's coordinator, the same "
+                    "on every process (TPU pods and SLURM need none of these three flags).")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: the number of processes.", lower_bound=1)
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0..num_processes-1.",
+                     lower_bound=0)
 flags.mark_flags_as_required(["config"])
 
 USAGE_ERROR_EXIT, RUN_ERROR_EXIT = 2, 1
@@ -92,12 +98,25 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         logging.get_absl_handler().addFilter(_quiet_library_info)
     workdir = FLAGS.workdir or _default_workdir(config_flags.get_config_filename(FLAGS["config"]))
+    if problem := _distributed_flags_problem():
+        _fail(problem, USAGE_ERROR_EXIT)
     try:  # the cheap checks first: JAX and the library are not even imported yet
         config_checks.check_config(FLAGS.config)
         config_checks.check_run(FLAGS.config, workdir, FLAGS.mode, FLAGS.checkpoint_step)
     except config_checks.UsageError as e:
         _fail(str(e), USAGE_ERROR_EXIT, e)
     _run(workdir)
+
+
+def _distributed_flags_problem() -> str | None:
+    given = [FLAGS[name].present for name in ("coordinator_address", "num_processes", "process_id")]
+    if any(given) and not all(given):
+        return ("--coordinator_address, --num_processes and --process_id go together: pass all "
+                "three on every process (or none: TPU pods and SLURM are detected)")
+    if all(given) and FLAGS.process_id >= FLAGS.num_processes:
+        return (f"--process_id={FLAGS.process_id} must be below --num_processes="
+                f"{FLAGS.num_processes} (processes are numbered from 0)")
+    return None
 
 
 def _run(workdir: str) -> None:
@@ -110,9 +129,12 @@ def _run(workdir: str) -> None:
 
     if FLAGS.compilation_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache))
-    sharding.maybe_initialize_distributed()
+    sharding.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                          FLAGS.process_id)
     logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__, jax.process_index(),
                  jax.process_count(), jax.devices())
+    if not sharding.is_main_process():
+        logging.set_verbosity(logging.WARNING)  # process 0 reports progress for all of them
     if hint := host_memory.slow_allocator_hint(jax.default_backend()):
         logging.warning("%s", hint)
     try:

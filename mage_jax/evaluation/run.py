@@ -20,6 +20,8 @@ from mage_jax.evaluation.envs import EvalEnvSpec, make_eval_envs
 from mage_jax.evaluation.results import build_results, format_score_table, write_eval_results
 from mage_jax.evaluation.rollout import evaluate_policy
 from mage_jax.evaluation.scoring import reference_scores
+from mage_jax.evaluation.sharded import global_array, shard_policy
+from mage_jax.training import sharding as sharding_lib
 
 MAZE_FAMILIES = ("pointmaze", "antmaze")
 
@@ -42,18 +44,25 @@ def evaluate_run(ctx: Any, act: Callable, params: Any, step: int, *, plan: Calla
                                           max_steps=config.eval.max_steps, multi=config.eval.multi)
     target = target_return(config, ctx.meta)
     rollout = evaluate_policy(
-        lambda obs, rtg, key: act(params, obs, rtg, key), env_spec,
+        shard_policy(act, params, ctx.mesh), env_spec,
         num_seeds=config.eval.num_seeds, seed_offset=config.eval.seed_offset,
         obs_family=config.data.obs_family, target_return=target,
         decrement_return=config.eval.decrement_return, vector=config.eval.vector_env,
         action_chunk=config.eval.action_chunk, key=jax.random.PRNGKey(config.eval.seed_offset),
-        progress=jax.process_index() == 0)
+        progress=sharding_lib.is_main_process())
     results = build_results(
         rollout, env_spec, dataset_id=config.data.dataset_id, checkpoint_step=step,
         ref_scores=reference_scores(ctx.dataset),
         extra={"algorithm": config.get("algorithm", "mage"), "target_return": target,
                "learned_target": bool(config.eval.learned_target)})
-    if jax.process_index() != 0:
+    # Every process computes the plan (its params span all of them); process 0 draws it.
+    plan_states = None
+    if final:
+        try:
+            plan_states = _plan_states(ctx, env_spec, plan, params, target)
+        except Exception as error:  # noqa: BLE001 - a picture must not lose the results
+            logging.warning("coarse-to-fine plan skipped: %s", error)
+    if not sharding_lib.is_main_process():
         return results
     name = "eval_results.json" if final else f"eval_results_{step}.json"
     path = write_eval_results(ctx.workdir, results, filename=name)
@@ -61,32 +70,42 @@ def evaluate_run(ctx: Any, act: Callable, params: Any, step: int, *, plan: Calla
     print(format_score_table(results))
     print(f"results: {path}")
     if final:
-        figures = _plots(ctx, results, env_spec, plan, params, target)
+        figures = _plots(ctx, results, env_spec, plan_states)
         print("plots: " + ", ".join(figures))
     return results
 
 
-def _plots(ctx, results: dict, env_spec: EvalEnvSpec, plan, params, target: float) -> list[str]:
+def _plots(ctx, results: dict, env_spec: EvalEnvSpec, plan_states) -> list[str]:
     ctx.writer.flush()
     figures = list(plots.plot_learning_curves(os.path.join(ctx.workdir, "metrics.jsonl"), ctx.workdir))
     figures.append(plots.plot_seed_scores(results, ctx.workdir))
-    if plan is not None and env_spec.family in MAZE_FAMILIES:
+    if plan_states is not None:
+        env = env_spec.factory()
         try:
-            figures.append(_plan_figure(ctx, env_spec, plan, params, target))
+            states, start = plan_states
+            figures.append(plots.plot_plan(states, env, ctx.workdir, start=start[:2], goal=start[-2:],
+                                           title=f"coarse-to-fine plan ({ctx.config.data.dataset_id})"))
         except Exception as error:  # noqa: BLE001 - a picture must not lose the results
             logging.warning("coarse-to-fine plan plot skipped: %s", error)
+        finally:
+            env.close()
     return figures
 
 
-def _plan_figure(ctx, env_spec: EvalEnvSpec, plan, params, target: float) -> str:
-    """The decoded plan after scales 1..K from the first evaluation seed's start state."""
+def _plan_states(ctx, env_spec: EvalEnvSpec, plan, params, target: float):
+    """The decoded plan after scales 1..K from the first evaluation seed's start state, and that
+    state; None when there is nothing to draw."""
+    if plan is None or env_spec.family not in MAZE_FAMILIES:
+        return None
     env = env_spec.factory()
     try:
         obs, _ = env.reset(seed=int(ctx.config.eval.seed_offset))
-        batched = jax.tree.map(lambda x: np.asarray(x)[None], obs)  # flattening expects a step axis
-        state = flatten_observations(batched, ctx.config.data.obs_family)[0].astype(np.float32)
-        out = plan(params, state[None], np.array([target], np.float32), jax.random.PRNGKey(0))
-        return plots.plot_plan(np.asarray(out["states"][0]), env, ctx.workdir, start=state[:2],
-                               goal=state[-2:], title=f"coarse-to-fine plan ({ctx.config.data.dataset_id})")
     finally:
         env.close()
+    batched = jax.tree.map(lambda x: np.asarray(x)[None], obs)  # flattening expects a step axis
+    state = flatten_observations(batched, ctx.config.data.obs_family)[0].astype(np.float32)
+    replicated = sharding_lib.replicated(ctx.mesh)
+    out = plan(params, global_array(state[None], replicated),
+               global_array(np.array([target], np.float32), replicated),
+               global_array(jax.device_get(jax.random.PRNGKey(0)), replicated))
+    return np.asarray(out["states"])[0], state

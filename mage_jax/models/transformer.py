@@ -11,8 +11,9 @@ The condition (R_0, s_0) is embedded by an MLP and used twice: as the start toke
 zeroed, a flag set) and keeps s_0: classifier-free guidance then contrasts p(plan | s_0, R_0) with
 p(plan | s_0), and the unconditional branch still plans from where the agent is.
 
-Parameters are float32; matmuls run in `dtype` (bfloat16 on accelerators); layer norms, softmax and the
-head's logits are float32. The residual stream stays float32.
+Parameters are float32; matmuls run in `dtype` (`model.dtype`; 'auto' = bfloat16 on GPU/TPU, float32
+on CPU); layer norms, the attention logits and softmax, the condition MLP and the head's logits (what
+the losses and sampling read) are float32. The residual stream stays float32.
 """
 
 from __future__ import annotations
@@ -284,12 +285,23 @@ def init_kv_cache(model: NextScaleTransformer, batch: int) -> KVCache:
                  for _ in range(model.depth))
 
 
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")  # model.dtype
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+    """`model.dtype` -> the matmul dtype; 'auto' is bfloat16 on accelerators (GPU/TPU) and float32 on
+    CPU, where bfloat16 matmuls measured slower (benchmarks/THROUGHPUT.md) as well as less precise."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"model.dtype={name!r} is not supported; use one of: " + ", ".join(COMPUTE_DTYPES))
+    if name == "auto":
+        name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    return jnp.dtype(name)
+
+
 def make_transformer(model_config: ml_collections.ConfigDict, state_dim: int) -> NextScaleTransformer:
     """The transformer described by `config.model` for states of `state_dim` dimensions."""
     c = model_config
-    dtype = jnp.dtype(c.get("dtype", "float32"))
-    if dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
-        raise ValueError(f"model.dtype={c.dtype!r} is not supported; use 'float32' or 'bfloat16'")
+    dtype = compute_dtype(c.get("dtype", "auto"))
     return NextScaleTransformer(
         scales=tuple(int(s) for s in c.scales), vocab_size=int(c.vocab_size),
         code_dim=int(c.code_dim), cond_dim=1 + int(state_dim), width=int(c.tf_width),

@@ -18,7 +18,8 @@ import orbax.checkpoint as ocp
 
 # Config sections whose change makes an old checkpoint meaningless for the current run.
 _MUST_MATCH = ("data", "model")
-_MAY_DIFFER = {"data.download", "data.generator", "data.generator_kwargs"}
+# The compute dtype changes no parameter: a float32 run resumes or evaluates in bfloat16 and back.
+_MAY_DIFFER = {"data.download", "data.generator", "data.generator_kwargs", "model.dtype"}
 
 
 class CheckpointMismatchError(ValueError):

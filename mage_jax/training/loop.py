@@ -1,8 +1,10 @@
 """The training loop shared by both stages: scanned jitted updates, logging, checkpoints, preemption.
 
 A stage is a pure `step_fn(state, batch, key) -> (state, metrics)`. The loop runs
-`steps_per_call` of them per call (one `lax.scan` on accelerators), each sampling its own batch on
-device, so the host reads back a handful of scalars once per `steps_per_call` updates.
+`steps_per_call` of them per call (one `lax.scan`, or on CPU by default the same jitted update
+dispatched that many times: `train.scan_updates`), each sampling its own batch on device, so the host
+reads back a handful of scalars once per `steps_per_call` updates. Every program is compiled once per
+stage (the scan: once per call size, i.e. the full calls and at most one shorter tail).
 Randomness is `fold_in(stage_key, step)`, so a resumed run draws exactly the batches and noise an
 uninterrupted run would have drawn.
 """
@@ -10,13 +12,13 @@ uninterrupted run would have drawn.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from tqdm import tqdm
@@ -37,6 +39,16 @@ class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+SCAN_MODES = ("auto", "always", "never")  # train.scan_updates; auto = scan except on CPU
+
+
+def scans_updates(scan_updates: str) -> bool:
+    """Whether `train.scan_updates` runs each call's updates as one `lax.scan` on this backend."""
+    if scan_updates not in SCAN_MODES:
+        raise ValueError(f"scan_updates={scan_updates!r} must be one of: " + ", ".join(SCAN_MODES))
+    return scan_updates == "always" or (scan_updates == "auto" and jax.default_backend() != "cpu")
+
+
 @dataclasses.dataclass(frozen=True)
 class StageRun:
     """What the loop needs to know about one stage."""
@@ -50,19 +62,20 @@ class StageRun:
     checkpoint_every: int
     val_every: int = 0  # steps between validations (0 = only at the end of the stage)
     loss_keys: tuple[str, ...] = ("loss",)  # metrics that must stay finite
+    scan_updates: str = "auto"  # 'auto' | 'always' | 'never': see `make_multi_step`
 
 
-def make_multi_step(step_fn: StepFn, batch_size: int, horizon: int, num_updates: int, mesh,
-                    state_sharding) -> Callable:
-    """`num_updates` updates (each sampling its own batch on device) per call, state donated.
+def _multi_step_programs(step_fn: StepFn, batch_size: int, horizon: int, mesh, state_sharding,
+                         scan: bool) -> Callable[[int], Callable]:
+    """`programs(n)` -> the callable running n updates; built (and compiled) once per n.
 
-    On accelerators this is one jit of a `lax.scan`. XLA:CPU runs while-loop bodies without its fast
-    paths (measured: the stage-1 step 10x slower inside a scan), so on CPU the same jitted update is
-    dispatched `num_updates` times instead; dispatch is asynchronous, so the host still only waits
-    once per call. Both give the same updates: randomness is `fold_in(stage_key, step)` either way.
+    Scanned: one jitted `lax.scan` per call size (the full calls and at most one shorter tail).
+    Dispatched: a single jitted update shared by every call size, so the tail compiles nothing new.
     """
     batch_sharding = sharding_lib.batch_sharded(mesh)
     replicated = sharding_lib.replicated(mesh)
+    jit = functools.partial(jax.jit, in_shardings=(state_sharding, replicated, replicated),
+                            out_shardings=(state_sharding, replicated), donate_argnums=0)
 
     def update(state, data, stage_key):
         step_key = jax.random.fold_in(stage_key, state.step)
@@ -71,24 +84,55 @@ def make_multi_step(step_fn: StepFn, batch_size: int, horizon: int, num_updates:
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return step_fn(state, batch, update_key)
 
-    def scanned(state, data, stage_key):
-        return jax.lax.scan(lambda s, _: update(s, data, stage_key), state, None, length=num_updates)
+    if scan:
+        @functools.cache
+        def scanned(num_updates: int) -> Callable:
+            def scanned_updates(state, data, stage_key):
+                # Pure device code: nothing in the scan body calls back to or waits for the host.
+                return jax.lax.scan(lambda s, _: update(s, data, stage_key), state, None,
+                                    length=num_updates)
 
-    scan_on_device = jax.default_backend() != "cpu"
-    compiled = jax.jit(scanned if scan_on_device else update,
-                       in_shardings=(state_sharding, replicated, replicated),
-                       out_shardings=(state_sharding, replicated), donate_argnums=0)
-    if scan_on_device:
-        return compiled
+            return jit(scanned_updates)
 
-    def dispatched(state, data, stage_key):
-        metrics = []
-        for _ in range(num_updates):
-            state, m = compiled(state, data, stage_key)
-            metrics.append(m)
-        return state, jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
+        return scanned
+
+    jitted_update = jit(update)
+
+    @functools.cache
+    def dispatched(num_updates: int) -> Callable:
+        def run(state, data, stage_key):
+            metrics = []
+            for _ in range(num_updates):
+                state, m = jitted_update(state, data, stage_key)
+                metrics.append(m)
+            # Stacked on the host: eager `jnp.stack` would compile a concatenate per call size.
+            # The caller reads the metrics right away, so this waits no longer than it would.
+            metrics = jax.device_get(metrics)
+            return state, jax.tree.map(lambda *xs: np.stack(xs), *metrics)
+
+        return run
 
     return dispatched
+
+
+def make_multi_step(step_fn: StepFn, batch_size: int, horizon: int, num_updates: int, mesh,
+                    state_sharding, scan_updates: str = "auto") -> Callable:
+    """`num_updates` updates (each sampling its own batch on device) per call, state donated.
+
+    Returns `(state, metrics)` with every metric stacked over the updates, shape (num_updates, ...).
+    `scan_updates` (config `train.scan_updates`) picks how the updates run:
+
+    * scanned ('always', and 'auto' off CPU): one jit of a `lax.scan`, so the host dispatches one
+      program per call and does not touch the updates in between;
+    * dispatched ('never', and 'auto' on CPU): the same jitted update called `num_updates` times.
+      XLA:CPU runs while-loop bodies without its fast paths (measured: the stage-1 step 10x slower
+      inside a scan). Dispatch is asynchronous, so the host still only waits once per call, when it
+      reads the metrics (returned as numpy arrays).
+
+    Both give the same updates: randomness is `fold_in(stage_key, step)` either way.
+    """
+    return _multi_step_programs(step_fn, batch_size, horizon, mesh, state_sharding,
+                                scans_updates(scan_updates))(num_updates)
 
 
 class _SigtermFlag:
@@ -138,19 +182,17 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
         logging.info("%s: already at step %d of %d, nothing to train", run.name, start, run.num_steps)
         return state
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
-    compiled: dict[int, Callable] = {}
+    programs = _multi_step_programs(step_fn, run.batch_size, run.horizon, mesh, state_sharding,
+                                    scans_updates(run.scan_updates))
     pending: list[dict] = []
     step = start
-    show_progress = jax.process_index() == 0
+    show_progress = sharding_lib.is_main_process()
     with _SigtermFlag() as sigterm, tqdm(total=run.num_steps, initial=start, desc=run.name,
                                          unit="step", disable=not show_progress,
                                          dynamic_ncols=True) as bar:
         while step < run.num_steps:
             n = min(run.steps_per_call, run.num_steps - step)
-            if n not in compiled:
-                compiled[n] = make_multi_step(step_fn, run.batch_size, run.horizon, n, mesh,
-                                              state_sharding)
-            state, metrics = compiled[n](state, data, stage_key)
+            state, metrics = programs(n)(state, data, stage_key)
             metrics = jax.device_get(metrics)  # (n, ...) per update; a few scalars
             bad = _first_non_finite(metrics, run.loss_keys)
             if bad is not None:
@@ -169,7 +211,9 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
                 writer.write(run.name, step, merged)
                 pending = []
             done = step == run.num_steps
-            if done or sigterm.received or (
+            # Every process stops at the same step when any of them got SIGTERM (each must save).
+            stopping = sharding_lib.any_process(sigterm.received)
+            if done or stopping or (
                     step // run.checkpoint_every > previous // run.checkpoint_every):
                 checkpointer.save(step, state, meta)
                 checkpointer.wait()  # the next call donates `state`; its buffers must be copied
@@ -179,7 +223,7 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
                 writer.write(f"{run.name}_val", step, values)
                 logging.info("%s validation at step %d: %s", run.name, step,
                              ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
-            if sigterm.received:
+            if stopping:
                 writer.flush()
                 raise Preempted(f"{run.name}: SIGTERM at step {step}; checkpoint saved in "
                                 f"{checkpointer.directory}. Re-run the same command to resume.")

@@ -16,17 +16,52 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def maybe_initialize_distributed() -> None:
-    """Join the multi-host runtime when launched as one process of several (TPU pods, SLURM)."""
-    multi_host_markers = ("TPU_WORKER_HOSTNAMES", "COORDINATOR_ADDRESS", "SLURM_NTASKS")
-    if jax.process_count() > 1 or not any(os.environ.get(m) for m in multi_host_markers):
-        return
-    hostnames = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    if "TPU_WORKER_HOSTNAMES" in os.environ and "," not in hostnames:
-        return  # a single-host TPU VM also sets this variable
-    jax.distributed.initialize()
+def maybe_initialize_distributed(coordinator_address: str | None = None,
+                                 num_processes: int | None = None,
+                                 process_id: int | None = None) -> None:
+    """Join the multi-process runtime when launched as one process of several.
+
+    With `coordinator_address`, `num_processes` and `process_id` given (the launcher's flags of the
+    same names) the processes are wired by hand, e.g. several processes on one machine or GPU hosts
+    without a cluster manager. Without them, JAX detects Cloud TPU pods and SLURM itself. On CPU the
+    processes exchange collectives over gloo (TCP), JAX's default.
+    """
+    if coordinator_address is not None:
+        jax.distributed.initialize(coordinator_address=coordinator_address,
+                                   num_processes=num_processes, process_id=process_id)
+    else:
+        multi_host_markers = ("TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_MCA_orte_hnp_uri")
+        if jax.distributed.is_initialized() or not any(os.environ.get(m) for m in multi_host_markers):
+            return
+        hostnames = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+        if "TPU_WORKER_HOSTNAMES" in os.environ and "," not in hostnames:
+            return  # a single-host TPU VM also sets this variable
+        jax.distributed.initialize()
     logging.info("jax.distributed initialised: process %d of %d",
                  jax.process_index(), jax.process_count())
+
+
+def is_main_process() -> bool:
+    """Process 0 writes files, logs metrics and draws plots; the others compute alongside it."""
+    return jax.process_index() == 0
+
+
+def sync_processes(name: str) -> None:
+    """Barrier across processes (a no-op in a single-process run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when `flag` is True on any (one host's SIGTERM stops all of them at the
+    same step); a host round-trip, so call it between jitted calls only."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
 
 
 def make_data_mesh(devices=None) -> Mesh:

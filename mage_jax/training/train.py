@@ -69,12 +69,12 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
     mesh = sharding_lib.make_data_mesh()
     for name in ("stage1", "stage2"):
         sharding_lib.check_batch_divisible(config[name].batch_size, mesh, f"{name}.batch_size")
-    is_main = jax.process_index() == 0
+    is_main = sharding_lib.is_main_process()
     if is_main:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
-    dataset = ensure_dataset(config.data)
+    dataset = _ensure_dataset_in_order(config.data)
     all_episodes = episodes_from_minari(dataset, config.data.obs_family,
                                         rtg_discount=config.data.rtg_discount,
                                         rtg_scale=config.data.rtg_scale)
@@ -111,13 +111,24 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
                       MetricsWriter(workdir, enabled=is_main))
 
 
+def _ensure_dataset_in_order(data_config: ml_collections.ConfigDict):
+    """Process 0 generates or downloads a missing dataset first; the others then find it where they
+    share its disk, and fetch their own copy where they do not (the hosts of a pod)."""
+    if sharding_lib.is_main_process():
+        dataset = ensure_dataset(data_config)
+        sharding_lib.sync_processes("dataset ready")
+        return dataset
+    sharding_lib.sync_processes("dataset ready")
+    return ensure_dataset(data_config)
+
+
 def _stage_run(name: str, ctx: RunContext) -> StageRun:
     c = ctx.config
     stage = {TRANSFORMER: c.stage2, HEAD: c.head}.get(name, c.stage1)  # BC: the stage-1 budget
     return StageRun(name=name, num_steps=stage.num_steps, batch_size=stage.batch_size,
                     horizon=c.data.horizon, steps_per_call=c.train.steps_per_call,
                     log_every=c.train.log_every, checkpoint_every=c.train.checkpoint_every,
-                    val_every=c.train.val_every)
+                    val_every=c.train.val_every, scan_updates=c.train.scan_updates)
 
 
 def _validation(ctx: RunContext, make):
