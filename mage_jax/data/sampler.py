@@ -16,6 +16,7 @@ from flax import struct
 
 from mage_jax.data.episodes import EpisodeArrays
 from mage_jax.data.normalization import NormStats
+from mage_jax.training.sharding import global_array
 
 DEFAULT_MAX_HORIZON = 256  # longest window sample_segments may cut (the episode padding)
 
@@ -47,7 +48,7 @@ def make_segment_data(episodes: EpisodeArrays, stats: NormStats,
     """Normalise, pad by `max_horizon` steps, and place on device (default: the default device).
 
     `sharding` may be a jax Sharding (e.g. a replicated NamedSharding over a mesh; built with
-    make_array_from_callback so it also works across hosts) or a single Device.
+    `global_array` so it also works across hosts) or a single Device.
     """
     if max_horizon < 1:
         raise ValueError(f"max_horizon must be >= 1, got {max_horizon}")
@@ -67,8 +68,7 @@ def make_segment_data(episodes: EpisodeArrays, stats: NormStats,
         max_horizon=int(max_horizon),
     )
     if isinstance(sharding, jax.sharding.Sharding):
-        return jax.tree.map(
-            lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]), host)
+        return jax.tree.map(lambda x: global_array(x, sharding), host)
     return jax.device_put(host, sharding)
 
 

@@ -20,8 +20,9 @@ from mage_jax.evaluation.envs import EvalEnvSpec, make_eval_envs
 from mage_jax.evaluation.results import build_results, format_score_table, write_eval_results
 from mage_jax.evaluation.rollout import evaluate_policy
 from mage_jax.evaluation.scoring import reference_scores
-from mage_jax.evaluation.sharded import global_array, shard_policy
+from mage_jax.evaluation.sharded import shard_policy
 from mage_jax.training import sharding as sharding_lib
+from mage_jax.training.sharding import global_array
 
 MAZE_FAMILIES = ("pointmaze", "antmaze")
 

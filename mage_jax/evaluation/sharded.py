@@ -14,15 +14,10 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from mage_jax.training import sharding as sharding_lib
-
-
-def global_array(value: Any, sharding: NamedSharding) -> jax.Array:
-    """A host value that is the same on every process -> a global array with `sharding`."""
-    value = np.asarray(value)
-    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+from mage_jax.training.sharding import global_array
 
 
 def shard_policy(act: Callable, params: Any, mesh: Mesh) -> Callable:

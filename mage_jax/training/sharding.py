@@ -79,6 +79,13 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def global_array(value, sharding: NamedSharding) -> jax.Array:
+    """A host value that is the same on every process -> a global array with `sharding` (each
+    process fills only the shards of its own devices)."""
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
 def check_batch_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
     n = mesh.size
     if batch_size % n:
