@@ -46,7 +46,8 @@ def restored_state(workdir, stage="autoencoder"):
 
 def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
     workdir = str(tmp_path / "run")
-    code, out = launch(workdir, "--config.stage1.num_steps=20", "--config.stage2.num_steps=20")
+    code, out = launch(workdir, "--config.stage1.num_steps=20", "--config.stage2.num_steps=20",
+                       "--config.train.eval_every=10", "--config.train.steps_per_call=5")
     assert code == 0, out[-3000:]
     assert checkpoint_steps(workdir, "autoencoder")[-1] == 20
     assert checkpoint_steps(workdir, "transformer")[-1] == 20
@@ -59,6 +60,9 @@ def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
     training = ("autoencoder", "transformer", "head")
     assert {*training, "eval", *(f"{s}_val" for s in training)} <= stages
     assert all(np.isfinite(r["loss"]) for r in records if r["stage"] in training)
+    # Periodic evaluations at transformer steps 10 and 20 (stage 1's head) and head step 10; the last
+    # head step is scored once, by the final evaluation.
+    assert [r["step"] for r in records if r["stage"] == "eval"] == [10, 20, 10, 20]
     # Held-out metrics of the acting path, including the action error on generated plans.
     val = {r["stage"]: r for r in records if r["stage"].endswith("_val")}
     assert {"action_mse_true_plan", "action_mse_sampled_plan", "plan_start_error",

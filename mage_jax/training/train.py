@@ -236,8 +236,12 @@ def bc_state(ctx: RunContext, train: bool, step: int | None = None, on_call_end=
     return state
 
 
-def _periodic_evaluation(ctx: RunContext, make_act_and_params):
-    """An `on_call_end` hook evaluating every `config.train.eval_every` steps (None when 0)."""
+def _periodic_evaluation(ctx: RunContext, make_act_and_params, final_step: int | None = None):
+    """An `on_call_end` hook evaluating every `config.train.eval_every` steps (None when 0).
+
+    `final_step`: the step the final evaluation will score with the same parameters right after this
+    stage; it is not evaluated twice (on kitchen one evaluation takes about 100 s on 2 cores).
+    """
     every = int(ctx.config.train.eval_every)
     if every <= 0:
         return None
@@ -247,7 +251,7 @@ def _periodic_evaluation(ctx: RunContext, make_act_and_params):
 
     def hook(step: int, state) -> None:
         previous, last["step"] = last["step"], step
-        if previous is not None and step // every > previous // every:
+        if previous is not None and step // every > previous // every and step != final_step:
             act, params = make_act_and_params(state)
             evaluate_run(ctx, act, params, step, final=False)
 
@@ -268,7 +272,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
         if algorithm == "bc":
             act = bc.make_bc_policy(config, ctx.action_dim, ctx.stats, ctx.episodes.action_low,
                                     ctx.episodes.action_high)
-            hook = _periodic_evaluation(ctx, lambda state: (act, state.params))
+            hook = _periodic_evaluation(ctx, lambda state: (act, state.params),
+                                        final_step=config.stage1.num_steps if mode == "train" else None)
             state = bc_state(ctx, train=mode != "eval", step=eval_step, on_call_end=hook)
             params, plan, step = state.params, None, int(state.step)
         else:
@@ -284,9 +289,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
             def act_and_params(state):
                 return act, {"autoencoder": ae_state.params, "transformer": state.params}
 
+            acts_last = mode == "train" and config.head.num_steps == 0  # stage 1's head acts
             tf_state = transformer_state(ctx, ae_state, train=mode in ("train", "train_transformer"),
                                          step=eval_step,
-                                         on_call_end=_periodic_evaluation(ctx, act_and_params))
+                                         on_call_end=_periodic_evaluation(
+                                             ctx, act_and_params,
+                                             final_step=config.stage2.num_steps if acts_last else None))
             if mode == "train_transformer":
                 return None
             _, params = act_and_params(tf_state)
@@ -298,7 +306,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
 
                 params["head"] = head_state(
                     ctx, ae_state, tf_state, train=mode in ("train", "train_head"),
-                    on_call_end=_periodic_evaluation(ctx, act_and_head_params)).params
+                    on_call_end=_periodic_evaluation(
+                        ctx, act_and_head_params,
+                        final_step=config.head.num_steps if mode == "train" else None)).params
             if mode == "train_head":
                 return None
         from mage_jax.evaluation.run import evaluate_run  # the env stack is only needed here
