@@ -25,7 +25,7 @@ def get_config(arg=None):
     c.eval.target_return = 4.0  # all four tasks
     c.eval.num_seeds = 50
     # The acting head is worth most on kitchen, where small action errors compound over 280 steps:
-    # on the same transformer, 2,000 and 4,000 head steps score 46.5 and 39.0 against 33.5 with 1,000
+    # on the same transformer, 2,000 and 4,000 head steps score 42.0 and 39.0 against 33.5 with 1,000
     # (benchmarks/QUALITY.md); 2,000 keeps the run under 30 minutes on 2 cores.
     cpu = {"stage1.num_steps": 6_000, "stage2.num_steps": 4_000, "head.num_steps": 2_000,
            "train.eval_every": 2_000, "eval.num_seeds": 50}

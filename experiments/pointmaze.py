@@ -17,9 +17,9 @@ QUICKTEST_STEPS = 30_000  # `quicktest` runs use a small dataset of their own (i
 # it again (medium: normalised 34 with success 100%; with held goals 86, benchmarks/QUALITY.md).
 HOLD_STEPS = 20
 # Classifier-free guidance per maze, measured on each maze's cpu-size checkpoints over 100 evaluation
-# seeds (benchmarks/QUALITY.md): guided plans reach the goal sooner on medium (cfg 1 over 0: +5.5 and
-# +10.0 on two training seeds) but overshoot it on umaze (cfg 0 over 1: +8.8) and mislead the still
-# under-trained large model (cfg 0 over 1: +8.3, success 47% against 30%).
+# seeds (benchmarks/QUALITY.md): guided plans reach the goal sooner on medium (cfg 1 over 0: +5.5, +10.0
+# and -2.4 on three training seeds) but overshoot it on umaze (cfg 0 over 1: +8.8) and mislead the
+# still under-trained large model (cfg 0 over 1: +8.3, success 47% against 30%).
 GUIDANCE = {"umaze": 0.0, "medium": 1.0, "large": 0.0}
 
 
