@@ -63,6 +63,10 @@ def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
     # Periodic evaluations at transformer steps 10 and 20 (stage 1's head) and head step 10; the last
     # head step is scored once, by the final evaluation.
     assert [r["step"] for r in records if r["stage"] == "eval"] == [10, 20, 10, 20]
+    # Each stage's periodic results keep their own file (both stages have a step 10).
+    assert sorted(f for f in os.listdir(workdir) if f.startswith("eval_results_")) == [
+        "eval_results_head_10.json", "eval_results_transformer_10.json",
+        "eval_results_transformer_20.json"]
     # Held-out metrics of the acting path, including the action error on generated plans.
     val = {r["stage"]: r for r in records if r["stage"].endswith("_val")}
     assert {"action_mse_true_plan", "action_mse_sampled_plan", "plan_start_error",

@@ -34,11 +34,12 @@ def target_return(config, meta: dict) -> float:
 
 
 def evaluate_run(ctx: Any, act: Callable, params: Any, step: int, *, plan: Callable | None = None,
-                 final: bool = True, env_spec: EvalEnvSpec | None = None) -> dict:
+                 final: bool = True, stage: str = "", env_spec: EvalEnvSpec | None = None) -> dict:
     """Roll out `act` on config.eval.num_seeds seeds; write results (and, when `final`, plots).
 
-    Periodic evaluations pass final=False: they write `eval_results_<step>.json` and the score to the
-    metrics log, and skip the plots.
+    Periodic evaluations pass final=False and the training `stage`: they write
+    `eval_results_<stage>_<step>.json` (stages count their steps from 0, so the name needs both) and
+    the score to the metrics log, and skip the plots.
     """
     config = ctx.config
     env_spec = env_spec or make_eval_envs(ctx.dataset, config.data.obs_family,
@@ -65,7 +66,7 @@ def evaluate_run(ctx: Any, act: Callable, params: Any, step: int, *, plan: Calla
             logging.warning("coarse-to-fine plan skipped: %s", error)
     if not sharding_lib.is_main_process():
         return results
-    name = "eval_results.json" if final else f"eval_results_{step}.json"
+    name = "eval_results.json" if final else f"eval_results_{stage}_{step}.json"
     path = write_eval_results(ctx.workdir, results, filename=name)
     ctx.writer.write("eval", step, {f"eval_{k}": v["mean"] for k, v in results["aggregate"].items()})
     print(format_score_table(results))

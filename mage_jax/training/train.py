@@ -236,8 +236,9 @@ def bc_state(ctx: RunContext, train: bool, step: int | None = None, on_call_end=
     return state
 
 
-def _periodic_evaluation(ctx: RunContext, make_act_and_params, final_step: int | None = None):
-    """An `on_call_end` hook evaluating every `config.train.eval_every` steps (None when 0).
+def _periodic_evaluation(ctx: RunContext, stage: str, make_act_and_params,
+                         final_step: int | None = None):
+    """An `on_call_end` hook evaluating `stage` every `config.train.eval_every` steps (None when 0).
 
     `final_step`: the step the final evaluation will score with the same parameters right after this
     stage; it is not evaluated twice (on kitchen one evaluation takes about 100 s on 2 cores).
@@ -253,7 +254,7 @@ def _periodic_evaluation(ctx: RunContext, make_act_and_params, final_step: int |
         previous, last["step"] = last["step"], step
         if previous is not None and step // every > previous // every and step != final_step:
             act, params = make_act_and_params(state)
-            evaluate_run(ctx, act, params, step, final=False)
+            evaluate_run(ctx, act, params, step, final=False, stage=stage)
 
     return hook
 
@@ -272,7 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
         if algorithm == "bc":
             act = bc.make_bc_policy(config, ctx.action_dim, ctx.stats, ctx.episodes.action_low,
                                     ctx.episodes.action_high)
-            hook = _periodic_evaluation(ctx, lambda state: (act, state.params),
+            hook = _periodic_evaluation(ctx, BC, lambda state: (act, state.params),
                                         final_step=config.stage1.num_steps if mode == "train" else None)
             state = bc_state(ctx, train=mode != "eval", step=eval_step, on_call_end=hook)
             params, plan, step = state.params, None, int(state.step)
@@ -293,7 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
             tf_state = transformer_state(ctx, ae_state, train=mode in ("train", "train_transformer"),
                                          step=eval_step,
                                          on_call_end=_periodic_evaluation(
-                                             ctx, act_and_params,
+                                             ctx, TRANSFORMER, act_and_params,
                                              final_step=config.stage2.num_steps if acts_last else None))
             if mode == "train_transformer":
                 return None
@@ -307,7 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
                 params["head"] = head_state(
                     ctx, ae_state, tf_state, train=mode in ("train", "train_head"),
                     on_call_end=_periodic_evaluation(
-                        ctx, act_and_head_params,
+                        ctx, HEAD, act_and_head_params,
                         final_step=config.head.num_steps if mode == "train" else None)).params
             if mode == "train_head":
                 return None
