@@ -10,7 +10,8 @@ timed calls after a warm-up call, with `block_until_ready`:
   by the on-device sampler, as steps/s, tokens/s (stage 1: batch x horizon; stage 2: batch x
   sum(scales)), FLOPs per step
   from XLA's cost analysis of one update (fallback 6 x params x tokens) and achieved FLOP/s;
-* the policy's `act` at several batch sizes: ms per call, actions/s, the transformer sampler alone
+* the policy's `act` at several batch sizes (each compiled once, its compile time recorded): ms
+  per call, actions/s, the transformer sampler alone
   (`make_sampler`) against the whole `act`, and achieved actions/s against the actions/s the FLOP
   count allows at the matmul rate;
 * a VAR-comparable sampling measurement (transformer at the `cpu` size, 52 tokens, CFG on) at batch 1
@@ -92,8 +93,20 @@ def median_seconds(fn, repeats: int, min_total_s: float = 0.0) -> float:
 
 def compiled_flops(jitted, *args) -> float | None:
     """XLA's FLOP count of one call (None when the backend reports none)."""
+    return flops_of(jitted.lower(*args).compile())
+
+
+def compile_once(jitted, *args):
+    """(compiled program, its FLOP count, seconds to trace and compile): time and count one program,
+    since each compilation costs 20-45 s on a GPU."""
+    start = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    return compiled, flops_of(compiled), time.perf_counter() - start
+
+
+def flops_of(compiled) -> float | None:
     try:
-        analysis = jitted.lower(*args).compile().cost_analysis()
+        analysis = compiled.cost_analysis()
     except Exception:  # noqa: BLE001 - cost analysis is optional on some backends
         return None
     if isinstance(analysis, list | tuple):
@@ -167,15 +180,16 @@ def time_acting(config, ae_model, tf_model, params, state_dim: int, action_dim: 
         returns = jnp.ones((batch,))
         cond = jnp.concatenate([returns[:, None], observations], axis=-1)
         key = jax.random.PRNGKey(2)
+        act_b, flops, compile_s = compile_once(act, params, observations, returns, key)
+        sampler_b = compile_once(sampler, params["transformer"], params["autoencoder"], cond, key)[0]
         act_s = median_seconds(
-            lambda o=observations, r=returns, k=key: act(params, o, r, k).block_until_ready(),
+            lambda f=act_b, o=observations, r=returns, k=key: f(params, o, r, k).block_until_ready(),
             repeats, min_total_s)
-        sample_s = median_seconds(lambda c=cond, k=key: jax.block_until_ready(
-            sampler(params["transformer"], params["autoencoder"], c, k)), repeats, min_total_s)
-        flops = compiled_flops(act, params, observations, returns, key)
+        sample_s = median_seconds(lambda f=sampler_b, c=cond, k=key: jax.block_until_ready(
+            f(params["transformer"], params["autoencoder"], c, k)), repeats, min_total_s)
         row = {"batch": batch, "act_ms": 1e3 * act_s, "actions_per_s": batch / act_s,
                "sampler_ms": 1e3 * sample_s, "rest_ms": 1e3 * (act_s - sample_s),
-               "sampler_share": sample_s / act_s, "act_flops": flops}
+               "sampler_share": sample_s / act_s, "act_flops": flops, "act_compile_s": compile_s}
         if flops:
             allowed = peak / (flops / batch)  # actions/s if act ran at the matmul rate
             row.update(flops_per_action=flops / batch, achieved_flops_per_s=flops / act_s,
@@ -206,13 +220,14 @@ def time_var_comparable(batches: list[int], top_k: int, cfg_scale: float, repeat
     for batch in batches:
         cond = jax.random.normal(jax.random.PRNGKey(batch), (batch, 1 + state_dim))
         key = jax.random.PRNGKey(3)
-        seconds = median_seconds(lambda c=cond, k=key: jax.block_until_ready(
-            sampler(tf_params, ae_params, c, k)), repeats, min_total_s)
+        sampler_b, flops, _ = compile_once(sampler, tf_params, ae_params, cond, key)
+        seconds = median_seconds(lambda f=sampler_b, c=cond, k=key: jax.block_until_ready(
+            f(tf_params, ae_params, c, k)), repeats, min_total_s)
         peer = VAR_PEER.get(f"sample_cfg_ms_batch{batch}")
         row = {"batch": batch, "tokens": tf_model.seq_len, "top_k": top_k, "cfg_scale": cfg_scale,
                "ms": 1e3 * seconds, "var_peer_ms": peer,
                "speedup_vs_var": (peer / (1e3 * seconds)) if peer else None}
-        if flops := compiled_flops(sampler, tf_params, ae_params, cond, key):
+        if flops:
             bound_ms = 1e3 * flops / peak
             row.update(flops=flops, flop_bound_ms=bound_ms, fraction_of_flop_bound=bound_ms / row["ms"],
                        max_speedup_vs_var=(peer / bound_ms) if peer else None)
