@@ -102,7 +102,7 @@ def _sweep_one(ctx, config, field: str, value, params: dict, step: int, ae_model
     out_dir = os.path.join(ctx.workdir, "diagnose", f"{field}={value}")
     sweep_ctx = dataclasses.replace(ctx, config=cfg, workdir=out_dir,
                                     writer=MetricsWriter(out_dir))
-    results = evaluate_run(sweep_ctx, act, params, step, final=False)
+    results = evaluate_run(sweep_ctx, act, params, step, final=False, stage="diagnose")
     sweep_ctx.writer.close()
     acting = jax.device_get(validation.acting_path_metrics(
         ae_model, tf_model, params["autoencoder"], params["transformer"], ctx.val_batch,
