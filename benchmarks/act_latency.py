@@ -16,14 +16,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from throughput import PAPER_MS_PER_ACTION, load_config
+from throughput import PAPER_MS_PER_ACTION, load_config, random_policy, random_states
 
-from mage_jax.data.normalization import NormStats
-from mage_jax.evaluation.policy import make_policy
 from mage_jax.models.autoencoder import make_autoencoder
 from mage_jax.models.transformer import make_transformer
-from mage_jax.training.stage1 import create_stage1_state
-from mage_jax.training.stage2 import create_stage2_state
 
 
 def main(argv=None) -> None:
@@ -37,12 +33,10 @@ def main(argv=None) -> None:
 
     config = ml_collections.ConfigDict(load_config(args.config).to_dict())
     sd, ad, horizon = args.state_dim, args.action_dim, int(config.data.horizon)
-    key_ae, key_tf = jax.random.split(jax.random.PRNGKey(0))
-    params = {"autoencoder": create_stage1_state(config, key_ae, sd, ad).params,
-              "transformer": create_stage2_state(config, key_tf, sd).params}
-    act = make_policy(config, make_autoencoder(config.model, sd, ad, horizon),
-                      make_transformer(config.model, sd), NormStats(np.zeros(sd), np.ones(sd)),
-                      -np.ones(ad), np.ones(ad))
+    stage1_state, stage2_state = random_states(config, sd, ad)
+    params = {"autoencoder": stage1_state.params, "transformer": stage2_state.params}
+    act = random_policy(config, make_autoencoder(config.model, sd, ad, horizon),
+                        make_transformer(config.model, sd), sd, ad)
     print(f"{args.config} on {jax.devices()[0].device_kind} ({jax.default_backend()}), "
           f"jax {jax.__version__}; the paper: {PAPER_MS_PER_ACTION} ms per action")
     for batch in (int(b) for b in args.batches.split(",")):

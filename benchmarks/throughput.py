@@ -169,10 +169,22 @@ def time_training(name: str, state, step_fn, data, batch_size: int, horizon: int
 
 
 # ----- acting -----------------------------------------------------------------------------------
+def random_states(config, state_dim: int, action_dim: int):
+    """Freshly initialised stage-1 and stage-2 training states of the config's shapes."""
+    key1, key2 = jax.random.split(jax.random.PRNGKey(0))
+    return (create_stage1_state(config, key1, state_dim, action_dim),
+            create_stage2_state(config, key2, state_dim))
+
+
+def random_policy(config, ae_model, tf_model, state_dim: int, action_dim: int):
+    """The policy's `act` with identity normalisation and actions in [-1, 1]."""
+    stats = NormStats(np.zeros(state_dim), np.ones(state_dim))
+    return make_policy(config, ae_model, tf_model, stats, -np.ones(action_dim), np.ones(action_dim))
+
+
 def time_acting(config, ae_model, tf_model, params, state_dim: int, action_dim: int,
                 batches: list[int], repeats: int, peak: float, min_total_s: float) -> list[dict]:
-    stats = NormStats(np.zeros(state_dim), np.ones(state_dim))
-    act = make_policy(config, ae_model, tf_model, stats, -np.ones(action_dim), np.ones(action_dim))
+    act = random_policy(config, ae_model, tf_model, state_dim, action_dim)
     sampler = make_sampler(tf_model, ae_model, **sampling_options(config.eval))
     rows = []
     for batch in batches:
@@ -262,11 +274,9 @@ def run(args) -> dict:
     out["matmul_flops_per_s"] = peak
     print(f"matmul 2048^2 {dtype}: {peak / 1e9:.1f} GFLOP/s", flush=True)
 
-    key1, key2 = jax.random.split(jax.random.PRNGKey(0))
-    stage1_state = create_stage1_state(config, key1, state_dim, action_dim)
+    stage1_state, stage2_state = random_states(config, state_dim, action_dim)
     ae_model = make_autoencoder(config.model, state_dim, action_dim, horizon)
     ae_params = stage1_state.params
-    stage2_state = create_stage2_state(config, key2, state_dim)
     tf_model = make_transformer(config.model, state_dim)
     params = {"autoencoder": ae_params, "transformer": stage2_state.params}
     out["params"] = {"autoencoder": param_count(ae_params), "transformer": param_count(params["transformer"])}
