@@ -15,8 +15,9 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mage_jax_xla_
 atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
-# Files are dealt to the xdist workers in collection order: start the longest (subprocesses that
-# train and evaluate whole runs) first, so that no worker is left alone with one at the end.
+# Files are dealt to the xdist workers in collection order (`--no-loadscope-reorder`): start the
+# longest (subprocesses that train and evaluate whole runs) first, so that no worker is left alone
+# with one at the end.
 SLOWEST_FIRST = ("test_multiprocess.py", "test_launcher.py", "test_families.py")
 
 
