@@ -21,6 +21,10 @@ HOLD_STEPS = 20
 # and -2.4 on three training seeds) but overshoot it on umaze (cfg 0 over 1: +8.8) and mislead the
 # still under-trained large model (cfg 0 over 1: +8.3, success 47% against 30%).
 GUIDANCE = {"umaze": 0.0, "medium": 1.0, "large": 0.0}
+# The `cpu` budget (autoencoder steps, stage-2 steps), measured to fit 30 minutes per run on 2 cores
+# (medium: 26 min end to end). Large is limited by stage 2 (8,000 steps on the same autoencoder:
+# 16 -> 43), so half its autoencoder steps go there: 24-27 min, mean score 23 -> 36 (QUALITY.md).
+CPU_STEPS = {"umaze": (6_000, 4_000), "medium": (6_000, 4_000), "large": (3_000, 6_000)}
 
 
 def get_config(arg=None):
@@ -53,10 +57,6 @@ def get_config(arg=None):
     c.eval.cfg_scale = GUIDANCE[v["maze"]]
     c.eval.decrement_return = False  # a discounted RTG is a time-to-goal code, not a budget
     c.eval.multi = v["multi"]
-    # The `cpu` budget measured to fit 30 minutes per run on 2 cores (medium: 26 min end to end).
-    cpu = {"stage1.num_steps": 6_000, "stage2.num_steps": 4_000, "train.eval_every": 2_000}
-    if v["maze"] == "large":
-        # Large is limited by stage 2 (8,000 steps on the same autoencoder: 16 -> 43), so half the
-        # autoencoder's steps go to it: 24-27 min end to end, mean score 23 -> 36 (QUALITY.md).
-        cpu = {"stage1.num_steps": 3_000, "stage2.num_steps": 6_000, "train.eval_every": 3_000}
+    ae_steps, tf_steps = CPU_STEPS[v["maze"]]
+    cpu = {"stage1.num_steps": ae_steps, "stage2.num_steps": tf_steps, "train.eval_every": tf_steps // 2}
     return configs.finalize(c, v["size"], cpu=cpu)
