@@ -116,6 +116,7 @@ _FIELD_RULES = {
     "model.tf_mlp_ratio": _positive(),
     "model.cond_dropout": _in_range(0, 1, high_open=True),
     "model.dtype": ((lambda v: v in _DTYPES), "one of: " + ", ".join(map(repr, _DTYPES))),
+    "head.true_scales": _int_at_least(0),
     "train.steps_per_call": _int_at_least(1),
     "train.scan_updates": ((lambda v: v in _SCAN_MODES), "one of: " + ", ".join(map(repr, _SCAN_MODES))),
     "train.log_every": _int_at_least(1),
@@ -219,6 +220,10 @@ def _relation_problems(config) -> list[str]:
         fit = max(h for h in range(1, heads + 1) if width % h == 0)
         problems.append(f"config.model.tf_width={width} must be divisible by model.tf_heads={heads}; "
                         f"e.g. --config.model.tf_heads={fit}")
+    true_scales, scales = g("head.true_scales"), g("model.scales")
+    if _is_int(true_scales) and isinstance(scales, (tuple, list)) and true_scales > len(scales):
+        problems.append(f"config.head.true_scales={true_scales} must be <= the number of scales "
+                        f"({len(scales)}, model.scales); 0 trains the head on fully sampled plans")
     top_k, vocab = g("eval.top_k"), g("model.vocab_size")
     if _is_int(top_k) and _is_int(vocab) and top_k > vocab >= 1:
         problems.append(f"config.eval.top_k={top_k} must be <= model.vocab_size={vocab} (0 = off)")

@@ -72,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Stage 3: the acting head (inverse dynamics) on plans the transformer generates (0 steps = act
     # with stage 1's head, which only ever saw encoded true futures).
     c.head = _stage_config(batch_size=256, num_steps=5_000, lr=3e-4)
+    # Coarse scales of each training plan taken from the window's true future, the finer ones sampled
+    # on top (0 = fully sampled plans, which the head learns to ignore; QUALITY.md: large 36 -> 49).
+    c.head.true_scales = 2
 
     c.train = ml_collections.ConfigDict()
     c.train.steps_per_call = 10  # updates per call, to amortise dispatch and host round-trips

@@ -1,6 +1,7 @@
-"""Sampling and acting: KV-cached sampling equals the teacher-forced forward, CFG, filtering, the
-policy's `act` (with stage 1's or stage 3's head), one stage-2 update (plain and end-to-end through
-the Gumbel path), stage-3 updates on generated plans, and the acting-path validation metrics.
+"""Sampling and acting: KV-cached sampling equals the teacher-forced forward, CFG, filtering, forced
+coarse scales, the policy's `act` (with stage 1's or stage 3's head), one stage-2 update (plain and
+end-to-end through the Gumbel path), stage-3 updates on generated plans (fully sampled, or on true
+coarse scales), and the acting-path validation metrics.
 
 Everything runs on one tiny autoencoder + transformer on random parameters (AdaLN weights randomised
 so the condition matters); the module fixtures compile each program once.
@@ -153,6 +154,27 @@ def test_top_k_one_is_greedy_and_deterministic_across_keys(tiny):
     assert any(bool(jnp.any(a != b)) for a, b in zip(t1, t2, strict=True))
 
 
+def test_forced_scales_take_the_given_tokens_and_sample_the_rest(tiny):
+    _, ae_model, tf_model, ae_params, tf_params, cond = tiny
+    given = _sample_and_reference(tf_model, ae_model, **CONDITIONAL)(
+        tf_params, ae_params, cond, jax.random.PRNGKey(7))[0]
+
+    @jax.jit
+    def forced_two(tf_params, ae_params, cond, key):
+        trace = sample_with_trace(tf_model, ae_model, tf_params, ae_params, cond, key, **CONDITIONAL,
+                                  forced_tokens=given.tokens[:2])
+        return trace, full_forward_logits(tf_model, ae_model, tf_params, ae_params, cond, trace.tokens)
+
+    forced, full = forced_two(tf_params, ae_params, cond, jax.random.PRNGKey(8))
+    for k in (0, 1):
+        np.testing.assert_array_equal(forced.tokens[k], given.tokens[k], err_msg=f"scale {k + 1}")
+    # The last scale is sampled from logits conditioned on the forced scales (the cache holds them),
+    # and f_hat is the autoencoder's sum of the resulting tokens.
+    _assert_logits_match_per_scale(forced, full)
+    np.testing.assert_allclose(forced.f_hat, ae_model.apply(ae_params, list(forced.tokens),
+                                                            method="tokens_to_f_hat"), atol=1e-5)
+
+
 def test_top_k_keeps_the_k_largest_logits():
     logits = jnp.array([[0.1, 2.0, -1.0, 3.0, 0.5], [5.0, 4.0, 3.0, 2.0, 1.0]])
     kept = np.isfinite(np.asarray(filter_logits(logits, top_k=2)))
@@ -285,10 +307,11 @@ def test_act_reads_the_stage3_head_when_given(tiny):
                   - stage1).max() > 1e-3
 
 
-def test_head_updates_on_generated_plans_lower_the_action_error(tiny):
+@pytest.mark.parametrize("true_scales", [0, 2], ids=["sampled_plans", "true_coarse_scales"])
+def test_head_updates_on_generated_plans_lower_the_action_error(tiny, true_scales):
     config, ae_model, tf_model, ae_params, tf_params, _ = tiny
     config = _tiny_config()
-    config.head.update(warmup_steps=0, lr_schedule="constant", lr=3e-3)
+    config.head.update(warmup_steps=0, lr_schedule="constant", lr=3e-3, true_scales=true_scales)
     state = create_head_state(config, ae_params)
     step = jax.jit(make_head_step(config, ae_model, tf_model, ae_params, tf_params))
     batch, key = _segment_batch(), jax.random.PRNGKey(5)

@@ -245,6 +245,17 @@ def test_target_return_is_a_number():
         config_checks.check_config(c)
 
 
+def test_head_true_scales_must_be_a_count_of_existing_scales():
+    c = _quicktest_config()
+    c.head.true_scales = len(c.model.scales) + 1
+    with pytest.raises(config_checks.UsageError, match=r"head.true_scales=9 must be <= the number of "
+                                                       r"scales \(8"):
+        config_checks.check_config(c)
+    c.head.true_scales = -1
+    with pytest.raises(config_checks.UsageError, match="head.true_scales=-1 must be an integer >= 0"):
+        config_checks.check_config(c)
+
+
 def test_several_problems_are_counted_on_a_second_line():
     c = _quicktest_config()
     c.eval.num_seeds, c.stage1.batch_size, c.model.tf_heads = 0, -1, 3

@@ -79,12 +79,15 @@ def _doubled(x: jax.Array, guided: bool) -> jax.Array:
 def sample_with_trace(tf_model: NextScaleTransformer, ae_model: Any, tf_params: Any, ae_params: Any,
                       cond: jax.Array, key: jax.Array, *, cfg_scale: float = 1.0,
                       cfg_ramp: bool = False, temperature: float = 1.0, top_k: int = 0,
-                      top_p: float = 0.0, guided: bool | None = None) -> SamplingTrace:
+                      top_p: float = 0.0, guided: bool | None = None,
+                      forced_tokens: tuple[jax.Array, ...] = ()) -> SamplingTrace:
     """Sample all K token maps for the condition rows `cond` (B, 1+S) = (R_0, s_0).
 
     Pure and traceable (jit it, or use `make_sampler`). All options are static Python values.
     `guided` (default: cfg_scale != 0 or cfg_ramp) runs the doubled CFG batch; with guided=False the
-    conditional model alone is sampled (half the FLOPs).
+    conditional model alone is sampled (half the FLOPs). `forced_tokens` (k maps of (B, l_1..l_k))
+    replace the first k scales and the rest are sampled conditioned on them (the acting head's
+    training: a true coarse plan with the generator's own finer scales).
     """
     scales = tf_model.scales
     _check_options(temperature, top_k, top_p, tf_model.vocab_size)
@@ -114,6 +117,8 @@ def sample_with_trace(tf_model: NextScaleTransformer, ae_model: Any, tf_params: 
         all_logits.append(logits)
         filtered = filter_logits(logits / temperature, top_k, top_p)
         tokens_k = jnp.argmax(filtered + gumbel[:, offsets[k]:offsets[k + 1]], axis=-1)
+        if k < len(forced_tokens):
+            tokens_k = forced_tokens[k]
         tokens.append(tokens_k.astype(jnp.int32))
         codes = ae_model.apply(ae_params, tokens_k, method="embed")
         f_hat = ae_model.apply(ae_params, f_hat, codes, k, method="add_scale")

@@ -7,6 +7,13 @@ generated plan, so this stage trains a copy of I, initialised from stage 1's, on
 each training window, sample a plan from the frozen transformer with the evaluation's sampling
 options, conditioned on the window's own (R_0, s_0), and regress the window's first actions.
 The autoencoder and transformer stay frozen; only the head's parameters are in the state.
+
+A plan sampled from (R_0, s_0) alone carries nothing about the window's real future beyond (R_0, s_0),
+so a head trained on such plans learns to ignore them: it becomes a shrunken behaviour cloner that
+let the ball drift off the goal on PointMaze large (benchmarks/QUALITY.md). With `head.true_scales`
+= k, the first k (coarse) scales of each training plan are the window's own encoded future and the
+generator samples the finer scales on top of them: the head learns to follow a plan's coarse route,
+and to read its finer scales as the generator makes them.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from mage_jax.models.autoencoder import inverse_head_params, with_inverse_head
 from mage_jax.models.sampling import sample_with_trace, sampling_options
 from mage_jax.training import optim
 from mage_jax.training.stage1 import masked_action_error
+from mage_jax.training.stage2 import encode_token_maps
 
 
 def create_head_state(config: ml_collections.ConfigDict, ae_params: Any) -> train_state.TrainState:
@@ -33,10 +41,14 @@ def create_head_state(config: ml_collections.ConfigDict, ae_params: Any) -> trai
 
 
 def generated_plans(tf_model, ae_model, tf_params: Any, ae_params: Any, batch: dict, key: jax.Array,
-                    options: dict) -> jax.Array:
-    """f_hat (B, T_lat, C) of plans sampled for each window's own condition (R_0, s_0)."""
+                    options: dict, true_scales: int = 0) -> jax.Array:
+    """f_hat (B, T_lat, C) of plans sampled for each window's own condition (R_0, s_0), with the
+    first `true_scales` scales taken from the window's encoded true future."""
+    forced = ()
+    if true_scales:
+        forced = encode_token_maps(ae_model, ae_params, batch["segments"])[0][:true_scales]
     trace = sample_with_trace(tf_model, ae_model, tf_params, ae_params, batch["segments"][:, 0], key,
-                              **options)
+                              **options, forced_tokens=forced)
     return jax.lax.stop_gradient(trace.f_hat)
 
 
@@ -56,7 +68,8 @@ def make_head_step(config: ml_collections.ConfigDict, ae_model: Any, tf_model: A
     ae_params, tf_params = jax.lax.stop_gradient((ae_params, tf_params))
 
     def step_fn(state, batch: dict, key: jax.Array):
-        f_hat = generated_plans(tf_model, ae_model, tf_params, ae_params, batch, key, options)
+        f_hat = generated_plans(tf_model, ae_model, tf_params, ae_params, batch, key, options,
+                                config.head.true_scales)
         loss, grads = jax.value_and_grad(
             lambda head: head_action_error(ae_model, ae_params, head, f_hat, batch))(state.params)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
