@@ -133,6 +133,7 @@ _FIELD_RULES = {
     "eval.temperature": _positive(),
     "eval.top_k": _int_at_least(0),
     "eval.top_p": _in_range(0, 1),
+    "eval.num_plans": _int_at_least(1),
     "eval.action_chunk": _int_at_least(1),
 }
 

@@ -97,6 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.temperature = 1.0  # sampling temperature
     c.eval.top_k = 0  # keep the k most likely codes (0 = off)
     c.eval.top_p = 0.0  # nucleus sampling mass (0 = off)
+    c.eval.num_plans = 1  # plans sampled per step; > 1 acts on the one ending in the best learned value
     c.eval.action_chunk = 1  # actions executed from each plan before replanning
     c.eval.vector_env = "auto"  # 'sync' | 'async' | 'auto' (async for heavy envs such as kitchen)
     c.eval.multi = False  # pointmaze: random start and goal per episode (Multi2D)

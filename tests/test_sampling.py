@@ -1,7 +1,7 @@
 """Sampling and acting: KV-cached sampling equals the teacher-forced forward, CFG, filtering, forced
 coarse scales, the policy's `act` (with stage 1's or stage 3's head), one stage-2 update (plain and
 end-to-end through the Gumbel path), stage-3 updates on generated plans (fully sampled, or on true
-coarse scales), and the acting-path validation metrics.
+coarse scales), acting on the best of several plans, and the acting-path validation metrics.
 
 Everything runs on one tiny autoencoder + transformer on random parameters (AdaLN weights randomised
 so the condition matters); the module fixtures compile each program once.
@@ -354,3 +354,27 @@ def test_learned_target_conditions_on_the_predicted_best_return(tiny):
     by_hand = make_policy(config, ae_model, tf_model, stats, -10.0, 10.0)(
         params, observations, predicted * config.data.rtg_scale, key)
     np.testing.assert_allclose(with_target, by_hand, atol=1e-5)
+
+
+def test_best_of_several_plans_acts_on_the_plan_ending_in_the_highest_value(tiny):
+    config, ae_model, tf_model, ae_params, tf_params, _ = tiny
+    stats = NormStats(np.zeros(STATE_DIM), np.ones(STATE_DIM))  # states = observations
+    several = _tiny_config()
+    several.eval.num_plans = 3
+    params = {"autoencoder": ae_params, "transformer": tf_params}
+    observations, returns = _policy_inputs(n=4, seed=5)
+    key = jax.random.PRNGKey(2)
+    actions = make_policy(several, ae_model, tf_model, stats, -10.0, 10.0)(
+        params, observations, returns, key)
+    # By hand: the same draws (three rows per seed), decoded; the head reads the best-ending plan.
+    cond = jnp.repeat(jnp.concatenate([returns[:, None] / config.data.rtg_scale, observations], -1),
+                      3, axis=0)
+    f_hat = sample_with_trace(tf_model, ae_model, tf_params, ae_params, cond, key,
+                              **sampling_options(several.eval)).f_hat
+    ends = ae_model.apply(ae_params, f_hat, cond[:, 0], method="decode")[:, -1, 1:]
+    values = tf_model.apply(tf_params, ends, method=NextScaleTransformer.predict_return).reshape(4, 3)
+    assert float(jnp.min(jnp.max(values, 1) - jnp.min(values, 1))) > 1e-4  # the choice matters
+    assert bool(jnp.any(jnp.argmax(values, 1) != 0))  # and is not always the first draw
+    best = f_hat.reshape(4, 3, *f_hat.shape[1:])[jnp.arange(4), jnp.argmax(values, 1)]
+    expected = ae_model.apply(ae_params, best, observations, method="inverse_dynamics")[:, 0]
+    np.testing.assert_allclose(actions, jnp.clip(expected, -10.0, 10.0), atol=1e-5)

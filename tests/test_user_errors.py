@@ -256,6 +256,13 @@ def test_head_true_scales_must_be_a_count_of_existing_scales():
         config_checks.check_config(c)
 
 
+def test_num_plans_must_be_at_least_one():
+    c = _quicktest_config()
+    c.eval.num_plans = 0
+    with pytest.raises(config_checks.UsageError, match="eval.num_plans=0 must be an integer >= 1"):
+        config_checks.check_config(c)
+
+
 def test_several_problems_are_counted_on_a_second_line():
     c = _quicktest_config()
     c.eval.num_seeds, c.stage1.batch_size, c.model.tf_heads = 0, -1, 3

@@ -74,7 +74,9 @@ def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Next
     """jit(act): act(params, observations (N, S) raw, returns_to_go (N,) unscaled, key) -> actions.
 
     Returns (N, A) actions, or with config.eval.action_chunk = n > 1 the (N, n, A) planned actions to
-    execute in order before calling again. Actions are clipped to [action_low, action_high]. `params` is
+    execute in order before calling again. With config.eval.num_plans = M > 1, M plans are sampled per
+    row and the head reads the one whose final state has the highest learned value (M times the
+    sampling work). Actions are clipped to [action_low, action_high]. `params` is
     {"autoencoder": ..., "transformer": ...}. Pure, so it can be vmapped or sharded over seeds.
     """
     conditioner = _Conditioner(norm_stats, config.data.rtg_scale, tf_model, config.eval.learned_target)
@@ -87,15 +89,29 @@ def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Next
     low = jnp.asarray(action_low, jnp.float32)
     high = jnp.asarray(action_high, jnp.float32)
     options = sampling_options(config.eval)
+    num_plans = int(config.eval.num_plans)
+
+    def best_plan(tf_params: Any, ae_params: Any, cond: jax.Array, key: jax.Array) -> jax.Array:
+        """f_hat (N, T_lat, C): one sampled plan per row, or the best of `num_plans`, judged by the
+        learned best return (`predict_return`) of the state each decoded plan ends in."""
+        if num_plans == 1:
+            return sample_with_trace(tf_model, ae_model, tf_params, ae_params, cond, key,
+                                     **options).f_hat
+        batch = cond.shape[0]
+        rows = jnp.repeat(cond, num_plans, axis=0)  # all plans in one sampling pass
+        f_hat = sample_with_trace(tf_model, ae_model, tf_params, ae_params, rows, key, **options).f_hat
+        end_states = ae_model.apply(ae_params, f_hat, rows[:, 0], method="decode")[:, -1, 1:]
+        value = tf_model.apply(tf_params, end_states, method=NextScaleTransformer.predict_return)
+        best = jnp.argmax(value.reshape(batch, num_plans), axis=1)
+        return f_hat.reshape(batch, num_plans, *f_hat.shape[1:])[jnp.arange(batch), best]
 
     @jax.jit
     def act(params: Params, observations: jax.Array, returns_to_go: jax.Array,
             key: jax.Array) -> jax.Array:
         cond, states = conditioner(params["transformer"], observations, returns_to_go)
         ae_params = params["autoencoder"]
-        trace = sample_with_trace(tf_model, ae_model, params["transformer"], ae_params, cond, key,
-                                  **options)
-        actions = ae_model.apply(with_inverse_head(ae_params, params.get("head")), trace.f_hat, states,
+        f_hat = best_plan(params["transformer"], ae_params, cond, key)
+        actions = ae_model.apply(with_inverse_head(ae_params, params.get("head")), f_hat, states,
                                  method="inverse_dynamics")
         actions = jnp.clip(actions, low, high)  # (N, n, A)
         return actions[:, 0] if chunk == 1 else actions[:, :chunk]
@@ -106,7 +122,8 @@ def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Next
 def make_plan_trajectory(config: ml_collections.ConfigDict, ae_model: Any,
                          tf_model: NextScaleTransformer, norm_stats: Any
                          ) -> Callable[[Params, jax.Array, jax.Array, jax.Array], dict]:
-    """jit(plan): the decoded plan after scales 1..K, for the coarse-to-fine plot.
+    """jit(plan): the decoded plan after scales 1..K, for the coarse-to-fine plot (one sampled plan
+    per row, also when acting picks the best of several).
 
     plan(params, observations (N, S) raw, returns_to_go (N,) unscaled, key) -> {"states": (N, K, H, S)
     raw (denormalised) states, "returns_to_go": (N, K, H) unscaled, "tokens": tuple of (N, l_k)}.
