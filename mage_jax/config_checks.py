@@ -228,6 +228,10 @@ def _relation_problems(config) -> list[str]:
     top_k, vocab = g("eval.top_k"), g("model.vocab_size")
     if _is_int(top_k) and _is_int(vocab) and top_k > vocab >= 1:
         problems.append(f"config.eval.top_k={top_k} must be <= model.vocab_size={vocab} (0 = off)")
+    discount = g("data.rtg_discount")
+    if g("data.rtg_bootstrap") is True and _is_number(discount) and discount >= 1:
+        problems.append(f"config.data.rtg_bootstrap=True needs data.rtg_discount < 1 (got {discount}): "
+                        "an undiscounted held reward has no finite return; lower it or drop the bootstrap")
     dataset_id, multi = g("data.dataset_id"), g("eval.multi")
     if multi is True and isinstance(dataset_id, str) and "pointmaze" not in dataset_id.lower():
         problems.append(f"config.eval.multi=True (random start and goal) is only defined for PointMaze, "

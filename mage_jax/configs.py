@@ -26,6 +26,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.generator_kwargs = ml_collections.ConfigDict()  # keyword arguments for the generator
     c.data.rtg_discount = 1.0  # discount of the return-to-go (1.0 = undiscounted)
     c.data.rtg_scale = 1.0  # returns-to-go are divided by this
+    # Truncated episodes keep their last reward forever in the return-to-go (a goal held when the
+    # data cut the episode; needs rtg_discount < 1). Off: a truncated episode's return just stops.
+    c.data.rtg_bootstrap = False
     c.data.horizon = 64  # trajectory segment length H modelled by the autoencoder
     c.data.val_fraction = 0.05  # share of episodes held out for validation metrics (0 = none)
     c.data.val_seed = 0  # seed of the held-out episode split and of the validation windows

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mage_jax.data.episodes import episodes_from_lists, returns_to_go
+from mage_jax.data.episodes import episodes_from_lists, held_tail_value, returns_to_go
 from mage_jax.data.normalization import NormStats, compute_norm_stats
 from mage_jax.data.observations import flatten_observations, infer_obs_family
 
@@ -72,6 +72,31 @@ def test_returns_to_go_undiscounted_and_discounted():
     np.testing.assert_allclose(returns_to_go(rewards, 0.5), [1.875, 1.75, 3.5, 3.0])
     with pytest.raises(ValueError, match="discount"):
         returns_to_go(rewards, 0.0)
+
+
+def test_held_reward_bootstrap_makes_a_held_goal_worth_the_same_at_every_step():
+    # A goal reached at step 2 and held until the data truncates the episode: without a bootstrap the
+    # return shrinks along the hold (a settled ball looks worse than an arriving one).
+    rewards = np.array([0.0, 0.0, 1.0, 1.0, 1.0])
+    plain = returns_to_go(rewards, 0.9)
+    assert plain[2] > plain[3] > plain[4] == 1.0
+    tail = held_tail_value(rewards, 0.9)
+    assert tail == pytest.approx(10.0)
+    held = returns_to_go(rewards, 0.9, tail)
+    np.testing.assert_allclose(held[2:], 10.0)
+    np.testing.assert_allclose(held[:2], [8.1, 9.0])  # still a time-to-goal code before arrival
+    assert held_tail_value(np.array([1.0, 0.0]), 0.9) == 0.0  # cut short away from the goal
+    with pytest.raises(ValueError, match="discount"):
+        held_tail_value(rewards, 1.0)
+    # Only flagged episodes are bootstrapped.
+    obs = [np.zeros((5, 1)), np.zeros((5, 1))]
+    act = [np.zeros((5, 1)), np.zeros((5, 1))]
+    eps = episodes_from_lists(obs, act, [rewards, rewards], rtg_discount=0.9, rtg_scale=10.0,
+                              bootstrapped=[True, False])
+    np.testing.assert_allclose(eps.returns_to_go[0], held / 10.0, rtol=1e-6)
+    np.testing.assert_allclose(eps.returns_to_go[1], plain / 10.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="bootstrap flags"):
+        episodes_from_lists(obs, act, [rewards, rewards], bootstrapped=[True])
 
 
 def _toy_lists():

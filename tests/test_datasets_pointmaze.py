@@ -133,6 +133,12 @@ def test_generated_dataset_loads_with_scores_split_and_eval_env():
 
     arrays = episodes_from_minari(dataset, "maze")
     assert arrays.observations.shape[-1] == 6 and arrays.num_steps == 3000
+    # Bootstrapped from Minari's truncation flags: a success-truncated episode is worth 1 / (1 - 0.99)
+    # (scaled to 1.0) at its goal and 0.99^d d steps before it.
+    held = episodes_from_minari(dataset, "maze", rtg_discount=0.99, rtg_scale=100.0, rtg_bootstrap=True)
+    lengths = held.lengths[:-1]
+    np.testing.assert_allclose(held.returns_to_go[np.arange(len(lengths)), lengths - 1], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(held.returns_to_go[:-1, 0], 0.99 ** (lengths - 1.0), rtol=1e-4)
 
     env = dataset.recover_environment(eval_env=True)
     assert env.spec.max_episode_steps == 300

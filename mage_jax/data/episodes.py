@@ -45,22 +45,39 @@ class EpisodeArrays:
         return int(self.lengths.sum())
 
 
-def returns_to_go(rewards: np.ndarray, discount: float) -> np.ndarray:
-    """R_t = sum_{t' >= t} discount^(t' - t) r_t' for one episode's (T,) rewards, in float64."""
+def returns_to_go(rewards: np.ndarray, discount: float, tail_value: float = 0.0) -> np.ndarray:
+    """R_t = sum_{t' >= t} discount^(t' - t) r_t' + discount^(T - t) tail_value for one episode's
+    (T,) rewards, in float64. `tail_value` is the return after the last step (0 when it ended)."""
     if not 0.0 < discount <= 1.0:
         raise ValueError(f"rtg discount must be in (0, 1], got {discount}")
     rewards = np.asarray(rewards, dtype=np.float64)
     if rewards.ndim != 1:
         raise ValueError(f"rewards must be one episode's (T,) array, got shape {rewards.shape}")
+    if tail_value:
+        rewards = rewards.copy()
+        rewards[-1] += discount * tail_value  # the tail enters through the last step's return
     if discount == 1.0:
         return np.cumsum(rewards[::-1])[::-1].copy()
     # y[n] = x[n] + discount * y[n-1] run over the reversed rewards is the discounted tail sum.
     return scipy.signal.lfilter([1.0], [1.0, -discount], rewards[::-1])[::-1].copy()
 
 
+def held_tail_value(rewards: np.ndarray, discount: float) -> float:
+    """The return after a truncated episode's last step if its last reward went on forever:
+    r_T / (1 - discount). Right for a goal held at truncation in a continuing task, where the return
+    of the truncation step alone would make a settled ball look worse than an arriving one."""
+    if not 0.0 < discount < 1.0:
+        raise ValueError(f"bootstrapping a held reward needs an rtg discount in (0, 1), got {discount}")
+    return float(rewards[-1]) / (1.0 - discount)
+
+
 def episodes_from_minari(dataset, obs_family: str, rtg_discount: float = 1.0,
-                         rtg_scale: float = 1.0, max_episodes: int | None = None) -> EpisodeArrays:
+                         rtg_scale: float = 1.0, max_episodes: int | None = None,
+                         rtg_bootstrap: bool = False) -> EpisodeArrays:
     """Read a MinariDataset (all episodes, or the first `max_episodes`) into EpisodeArrays.
+
+    With `rtg_bootstrap`, an episode that ends truncated (not terminated) keeps its last reward
+    forever in its returns-to-go (`held_tail_value`).
 
     Bad content (NaN or inf, no steps at all, ragged shapes) raises DatasetContentError naming the
     dataset, the episode and the step.
@@ -70,14 +87,17 @@ def episodes_from_minari(dataset, obs_family: str, rtg_discount: float = 1.0,
         indices = np.asarray(dataset.episode_indices)
         if max_episodes is not None:
             indices = indices[:max_episodes]
-        observations, actions, rewards = [], [], []
+        observations, actions, rewards, truncated = [], [], [], []
         for index, episode in zip(indices, dataset.iterate_episodes(indices), strict=True):
             observations.append(_flattened(episode.observations, obs_family, int(index)))
             actions.append(episode.actions)
             rewards.append(episode.rewards)
+            truncated.append(bool(len(episode.truncations)) and bool(episode.truncations[-1])
+                             and not bool(episode.terminations[-1]))
         return episodes_from_lists(observations, actions, rewards, action_low=low, action_high=high,
                                    rtg_discount=rtg_discount, rtg_scale=rtg_scale,
-                                   episode_ids=[int(i) for i in indices])
+                                   episode_ids=[int(i) for i in indices],
+                                   bootstrapped=truncated if rtg_bootstrap else None)
     except DatasetContentError as e:
         dataset_id = getattr(getattr(dataset, "spec", None), "dataset_id", None)
         if dataset_id is None:
@@ -96,23 +116,29 @@ def episodes_from_lists(observations: list, actions: list, rewards: list, *,
                         action_low: np.ndarray | None = None,
                         action_high: np.ndarray | None = None, rtg_discount: float = 1.0,
                         rtg_scale: float = 1.0, max_episodes: int | None = None,
-                        episode_ids: Sequence[int] | None = None) -> EpisodeArrays:
+                        episode_ids: Sequence[int] | None = None,
+                        bootstrapped: Sequence[bool] | None = None) -> EpisodeArrays:
     """Pack per-episode arrays into EpisodeArrays.
 
     Episode i has `observations[i]` of shape (T or T + 1, S) (already flattened; a final extra
     observation is dropped), `actions[i]` (T, A) and `rewards[i]` (T,). Episodes with T = 0 are
     skipped (and counted). Action bounds default to the data's per-dimension min / max.
     `episode_ids` name the episodes in error messages (default: their position in the lists).
+    Episodes flagged in `bootstrapped` (truncated ones) keep their last reward forever in their
+    returns-to-go (`held_tail_value`).
     """
     if not len(observations) == len(actions) == len(rewards):
         raise ValueError(f"got {len(observations)} observation, {len(actions)} action and "
                          f"{len(rewards)} reward sequences; one of each per episode is needed")
     if rtg_scale <= 0:
         raise ValueError(f"rtg_scale must be positive, got {rtg_scale}")
+    if bootstrapped is not None and len(bootstrapped) != len(rewards):
+        raise ValueError(f"got {len(bootstrapped)} bootstrap flags for {len(rewards)} episodes")
     ids = list(episode_ids) if episode_ids is not None else list(range(len(observations)))
     count = len(observations) if max_episodes is None else min(max_episodes, len(observations))
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     kept_ids: list[int] = []
+    tails: list[float] = []
     skipped = 0
     for i in range(count):
         episode = _check_episode(observations[i], actions[i], rewards[i], ids[i])
@@ -121,6 +147,8 @@ def episodes_from_lists(observations: list, actions: list, rewards: list, *,
         else:
             kept.append(episode)
             kept_ids.append(ids[i])
+            bootstrap = bootstrapped is not None and bootstrapped[i]
+            tails.append(held_tail_value(episode[2], rtg_discount) if bootstrap else 0.0)
     if skipped:
         logging.warning("skipped %d episode(s) with no steps", skipped)
     if not kept:
@@ -135,13 +163,13 @@ def episodes_from_lists(observations: list, actions: list, rewards: list, *,
     act_out = np.zeros((num, max_len, action_dim), np.float32)
     rew_out = np.zeros((num, max_len), np.float32)
     rtg_out = np.zeros((num, max_len), np.float32)
-    for i, (obs, act, rew) in enumerate(kept):
+    for i, ((obs, act, rew), tail) in enumerate(zip(kept, tails, strict=True)):
         t = len(rew)
         obs_out[i, :t] = obs
         obs_out[i, t:] = obs[-1]
         act_out[i, :t] = act
         rew_out[i, :t] = rew
-        rtg_out[i, :t] = returns_to_go(rew, rtg_discount) / rtg_scale
+        rtg_out[i, :t] = returns_to_go(rew, rtg_discount, tail) / rtg_scale
 
     if action_low is None or action_high is None:
         valid = np.arange(max_len)[None, :] < lengths[:, None]

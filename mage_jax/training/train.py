@@ -77,7 +77,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
     dataset = _ensure_dataset_in_order(config.data)
     all_episodes = episodes_from_minari(dataset, config.data.obs_family,
                                         rtg_discount=config.data.rtg_discount,
-                                        rtg_scale=config.data.rtg_scale)
+                                        rtg_scale=config.data.rtg_scale,
+                                        rtg_bootstrap=config.data.rtg_bootstrap)
     episodes, held_out = split_episodes(all_episodes, config.data.val_fraction, config.data.val_seed)
     stats = compute_norm_stats(episodes)
     segment_data = make_segment_data(episodes, stats, max_horizon=config.data.horizon,
