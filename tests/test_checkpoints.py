@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from mage_jax import configs
-from mage_jax.training.checkpoints import CheckpointMismatchError, StageCheckpointer, config_to_json
+from mage_jax.training.checkpoints import (CheckpointMismatchError, StageCheckpointer, config_differences,
+                                           config_to_json)
 
 
 def _state(width=3):
@@ -44,6 +45,16 @@ def test_changed_model_config_is_a_clear_error(tmp_path):
     message = str(e.value)
     assert "model.code_dim: checkpoint 32, this run 64" in message
     assert "stage1.lr" not in message and "fresh --workdir" in message
+
+
+def test_a_run_saved_before_a_field_existed_matches_that_field_at_its_old_value():
+    saved = config_to_json(configs.base_config())
+    del saved["data"]["rtg_bootstrap"]  # a run saved before the field was added
+    current = configs.base_config()
+    assert config_differences(saved, config_to_json(current)) == []
+    current.data.rtg_bootstrap = True
+    assert config_differences(saved, config_to_json(current)) == [
+        "data.rtg_bootstrap: checkpoint False, this run True"]
 
 
 def test_changed_shapes_are_a_clear_error(tmp_path):

@@ -263,6 +263,15 @@ def test_num_plans_must_be_at_least_one():
         config_checks.check_config(c)
 
 
+def test_rtg_bootstrap_needs_a_discount():
+    c = _quicktest_config()
+    c.data.rtg_bootstrap, c.data.rtg_discount = True, 1.0
+    with pytest.raises(config_checks.UsageError, match=r"rtg_bootstrap=True needs data.rtg_discount < 1"):
+        config_checks.check_config(c)
+    c.data.rtg_discount = 0.99
+    config_checks.check_config(c)
+
+
 def test_several_problems_are_counted_on_a_second_line():
     c = _quicktest_config()
     c.eval.num_seeds, c.stage1.batch_size, c.model.tf_heads = 0, -1, 3

@@ -39,11 +39,16 @@ def _flatten(d: Any, prefix: str = "") -> dict:
     return {prefix[:-1]: d}
 
 
+# Fields newer than some saved runs, with the value those runs had before the field existed.
+_ADDED_LATER = {"data.rtg_bootstrap": False}
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Human-readable differences of the sections that must match between two config dicts."""
     diffs = []
     for section in _MUST_MATCH:
-        a = _flatten(saved.get(section, {}), f"{section}.")
+        a = {k: v for k, v in _ADDED_LATER.items() if k.startswith(f"{section}.")}
+        a.update(_flatten(saved.get(section, {}), f"{section}."))
         b = _flatten(current.get(section, {}), f"{section}.")
         for key in sorted(set(a) | set(b)):
             if any(key == m or key.startswith(m + ".") for m in _MAY_DIFFER):
