@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 
 from mage_jax import configs
-from mage_jax.training.checkpoints import (CheckpointMismatchError, StageCheckpointer, config_differences,
-                                           config_to_json)
+from mage_jax.training.checkpoints import (
+    CheckpointMismatchError,
+    StageCheckpointer,
+    config_differences,
+    config_to_json,
+)
 
 
 def _state(width=3):
