@@ -51,8 +51,9 @@ def get_config(arg=None):
     # Held goals (local data) end truncated mid-hold: without a bootstrap the return shrinks along the
     # hold, and the learned value rated a settled ball at the goal (V 1.4 against a true 0.35) below a
     # fast one passing through. Bootstrapped, the goal is worth 1 / (1 - 0.99) at every held step, like
-    # the continuing eval env. Measured per maze (benchmarks/QUALITY.md, fresh runs): large 40.1 -> 59.0
-    # over seeds 0-1, but umaze 86.1 -> 76.5 over seeds 0, 1, 3; medium not measured, so kept off.
+    # the continuing eval env. Measured per maze (benchmarks/QUALITY.md, fresh runs): large 49.3 -> 45.4
+    # (five runs; runs do not reproduce on CPU, 18.7-65.7), umaze 86.1 -> 76.5 over seeds 0, 1, 3, so
+    # off there; medium not measured, so kept off.
     bootstrap = v["local"] and RTG_BOOTSTRAP[v["maze"]]
     c.data.rtg_bootstrap = bootstrap
     # Sparse: 1 per step at the goal, so held goals give discounted returns up to ~19 (bootstrapped:
