@@ -20,12 +20,16 @@ HOLD_STEPS = 20
 # seeds (benchmarks/QUALITY.md): guided plans reach the goal sooner on medium (cfg 1 over 0: +5.5, +10.0
 # and -2.4 on three training seeds) but overshoot it on umaze (cfg 0 over 1: +8.8) and mislead the
 # still under-trained large model (cfg 0 over 1: +8.3, success 47% against 30%).
-# With RTG_BOOTSTRAP on, umaze gains from guidance instead (1 over 0: +5 to +12, 2 over 1: +1 to +5 on
-# five seeds) but does not beat this default clearly, trained with guidance 2 included (91.4 against
-# 89.0 and BC's 86.5; QUALITY.md, eleventh and twelfth sessions).
 GUIDANCE = {"umaze": 0.0, "medium": 1.0, "large": 0.0}
 # Bootstrap the return-to-go of goals held at truncation (local data only), per maze: see get_config.
-RTG_BOOTSTRAP = {"umaze": False, "medium": False, "large": True}
+RTG_BOOTSTRAP = {"umaze": True, "medium": False, "large": True}
+# With the bootstrapped value, guidance pushes toward holding the goal instead: umaze gains on every
+# training seed (1 over 0: +5 to +12, 2 over 1: +1 to +5). Used only where the bootstrap is on.
+GUIDANCE_BOOTSTRAPPED = {"umaze": 2.0, "medium": 1.0, "large": 0.0}
+# Whether stage 3 trains an acting head on generated plans; without it stage 1's head acts (on the
+# bootstrapped, guided umaze it holds the goal better: five seeds 91.4 -> 94.4, weakest 73.6 -> 86.3).
+# Used only where the bootstrap is on.
+STAGE3_HEAD = {"umaze": False, "medium": True, "large": True}
 # The `cpu` budget (autoencoder steps, stage-2 steps), measured to fit 30 minutes per run on 2 cores
 # (medium: 26 min end to end). Large is limited by stage 2 (8,000 steps on the same autoencoder:
 # 16 -> 43), so half its autoencoder steps go there: 24-27 min, mean score 23 -> 36 (QUALITY.md).
@@ -55,8 +59,8 @@ def get_config(arg=None):
     # hold, and the learned value rated a settled ball at the goal (V 1.4 against a true 0.35) below a
     # fast one passing through. Bootstrapped, the goal is worth 1 / (1 - 0.99) at every held step, like
     # the continuing eval env. Measured per maze (benchmarks/QUALITY.md, fresh runs): large 49.3 -> 45.4
-    # (five runs; runs do not reproduce on CPU, 18.7-65.7), umaze 86.1 -> 76.5 over seeds 0, 1, 3, so
-    # off there; medium not measured, so kept off.
+    # (five runs; runs do not reproduce on CPU, 18.7-65.7); umaze 89.0 -> 94.4 over five seeds with
+    # guidance 2 and stage 1's head (alone, unguided, it lost: 86.1 -> 76.5); medium not measured.
     bootstrap = v["local"] and RTG_BOOTSTRAP[v["maze"]]
     c.data.rtg_bootstrap = bootstrap
     # Sparse: 1 per step at the goal, so held goals give discounted returns up to ~19 (bootstrapped:
@@ -68,9 +72,12 @@ def get_config(arg=None):
     # Condition on the best return the data shows from the current state: a fixed "goal now" target is
     # out of distribution away from the goal (medium: 25% -> 100% success, benchmarks/QUALITY.md).
     c.eval.learned_target = True
-    c.eval.cfg_scale = GUIDANCE[v["maze"]]
+    c.eval.cfg_scale = (GUIDANCE_BOOTSTRAPPED if bootstrap else GUIDANCE)[v["maze"]]
     c.eval.decrement_return = False  # a discounted RTG is a time-to-goal code, not a budget
     c.eval.multi = v["multi"]
     ae_steps, tf_steps = CPU_STEPS[v["maze"]]
     cpu = {"stage1.num_steps": ae_steps, "stage2.num_steps": tf_steps, "train.eval_every": tf_steps // 2}
-    return configs.finalize(c, v["size"], cpu=cpu)
+    c = configs.finalize(c, v["size"], cpu=cpu)
+    if bootstrap and not STAGE3_HEAD[v["maze"]]:
+        c.head.num_steps = 0  # after the size modifier, which sets the head's steps
+    return c
