@@ -73,11 +73,10 @@ def get_config(arg=None):
     # out of distribution away from the goal (medium: 25% -> 100% success, benchmarks/QUALITY.md).
     c.eval.learned_target = True
     c.eval.cfg_scale = (GUIDANCE_BOOTSTRAPPED if bootstrap else GUIDANCE)[v["maze"]]
+    if bootstrap and not STAGE3_HEAD[v["maze"]]:
+        c.head.num_steps = 0  # stage 1's head acts
     c.eval.decrement_return = False  # a discounted RTG is a time-to-goal code, not a budget
     c.eval.multi = v["multi"]
     ae_steps, tf_steps = CPU_STEPS[v["maze"]]
     cpu = {"stage1.num_steps": ae_steps, "stage2.num_steps": tf_steps, "train.eval_every": tf_steps // 2}
-    c = configs.finalize(c, v["size"], cpu=cpu)
-    if bootstrap and not STAGE3_HEAD[v["maze"]]:
-        c.head.num_steps = 0  # after the size modifier, which sets the head's steps
-    return c
+    return configs.finalize(c, v["size"], cpu=cpu)

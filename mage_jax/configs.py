@@ -124,6 +124,7 @@ def _stage_config(batch_size: int, num_steps: int, lr: float) -> ml_collections.
 def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.ConfigDict:
     """Shrink the model and budget in place: 'quicktest' (tests, ~1 min) or 'cpu' (2 cores)."""
     c = config
+    stage3 = c.head.num_steps > 0  # a size sets budgets, not whether stage 3 (the acting head) runs
     if size == "quicktest":
         c.data.horizon = 32
         c.model.update(
@@ -151,6 +152,8 @@ def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.C
         c.eval.num_seeds = 20
     else:
         raise ValueError(f"unknown size modifier {size!r}; expected one of {SIZE_MODIFIERS}")
+    if not stage3:
+        c.head.num_steps = 0
     return c
 
 
