@@ -166,7 +166,8 @@ def test_finished_seeds_stop_contributing_and_rtg_decrements():
     records = result.records()
     assert records[3] == {"seed": 3, "return": 5.0, "length": 5, "success": False,
                           "first_success_step": 0, "tasks_completed": 2,
-                          "completed_tasks": ["task0", "task1"]}
+                          "completed_tasks": ["task0", "task1"],
+                          "task_steps": {"task0": 1, "task1": 2}}  # the step each was completed
     timing = result.timing
     assert timing["policy_calls"] == h.max() and timing["vector_steps"] == h.max()
     assert timing["env_steps"] == h.max() * SEEDS and timing["episode_steps"] == h.sum()

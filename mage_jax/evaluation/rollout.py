@@ -48,6 +48,7 @@ class RolloutResult:
     first_success_step: np.ndarray | None  # (N,) int step (1-based) of the first success, 0 = never
     tasks_completed: np.ndarray | None  # (N,) int distinct kitchen tasks completed (None: not kitchen)
     completed_tasks: list | None  # per seed, the sorted names of the completed kitchen tasks
+    task_steps: list | None  # per seed, {task: step (1-based) it was completed}, in order
     final_returns_to_go: np.ndarray  # (N,) the return-to-go left at the end (unscaled)
     timing: dict  # wall_time_s, env_time_s, env_steps, env_steps_per_s, policy_calls, ...
 
@@ -67,6 +68,8 @@ class RolloutResult:
             if self.tasks_completed is not None:
                 record["tasks_completed"] = int(self.tasks_completed[i])
                 record["completed_tasks"] = list(self.completed_tasks[i])
+                if self.task_steps is not None:
+                    record["task_steps"] = dict(self.task_steps[i])
             out.append(record)
         return out
 
@@ -190,6 +193,7 @@ def evaluate_policy(policy: Policy, env_spec: EvalEnvSpec, num_seeds: int, seed_
         tasks_completed=(np.array([len(t) for t in state.tasks], np.int64)
                          if state.has_tasks else None),
         completed_tasks=[sorted(t) for t in state.tasks] if state.has_tasks else None,
+        task_steps=state.tasks if state.has_tasks else None,
         final_returns_to_go=rtg, timing=_timing(wall, env_time, vector_steps, num_seeds,
                                                 int(state.lengths.sum()), policy_times))
 
@@ -204,7 +208,7 @@ class _EpisodeState:
         self.success = np.zeros(num_seeds, bool)
         self.first_success_step = np.zeros(num_seeds, np.int64)
         self.has_success = False
-        self.tasks: list[set] = [set() for _ in range(num_seeds)]
+        self.tasks: list[dict] = [{} for _ in range(num_seeds)]  # task -> step it was completed
         self.has_tasks = False
 
     def update(self, rewards, terminated, truncated, infos: dict) -> np.ndarray:
@@ -226,7 +230,8 @@ class _EpisodeState:
             if values is not None:
                 self.has_tasks = True
                 for i in np.flatnonzero(present & active):
-                    self.tasks[i].update(values[i] or ())
+                    for task in values[i] or ():
+                        self.tasks[i].setdefault(task, int(self.lengths[i]))
         self.active = active & ~(np.asarray(terminated, bool) | np.asarray(truncated, bool))
         return credited
 
