@@ -59,6 +59,12 @@ def test_pointmaze_acting_choices_hold_at_every_size_and_only_on_local_data():
         assert load_config("experiments/pointmaze.py:local,large" + size).head.num_steps > 0
 
 
+def test_kitchen_plans_at_temperature_half_only_on_the_scripted_data():
+    for size in ("", ",quicktest", ",cpu"):
+        assert load_config("experiments/kitchen.py:scripted" + size).eval.temperature == 0.5
+        assert load_config("experiments/kitchen.py:mixed" + size).eval.temperature == 1.0
+
+
 def test_every_config_field_has_a_comment():
     """Each line that defines a config field (in the base config, or new in an experiment) has a comment."""
     from mage_jax import configs
