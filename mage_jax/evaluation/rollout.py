@@ -46,15 +46,23 @@ class RolloutResult:
     lengths: np.ndarray  # (N,) int steps until termination / truncation
     success: np.ndarray | None  # (N,) bool: reached success at any step (None: env reports none)
     first_success_step: np.ndarray | None  # (N,) int step (1-based) of the first success, 0 = never
-    tasks_completed: np.ndarray | None  # (N,) int distinct kitchen tasks completed (None: not kitchen)
-    completed_tasks: list | None  # per seed, the sorted names of the completed kitchen tasks
-    task_steps: list | None  # per seed, {task: step (1-based) it was completed}, in order
+    task_steps: list | None  # per seed, {kitchen task: step (1-based) it was completed} (None: not kitchen)
     final_returns_to_go: np.ndarray  # (N,) the return-to-go left at the end (unscaled)
     timing: dict  # wall_time_s, env_time_s, env_steps, env_steps_per_s, policy_calls, ...
 
     @property
     def num_seeds(self) -> int:
         return int(self.seeds.shape[0])
+
+    @property
+    def tasks_completed(self) -> np.ndarray | None:
+        """(N,) int distinct kitchen tasks completed."""
+        return None if self.task_steps is None else np.array([len(t) for t in self.task_steps], np.int64)
+
+    @property
+    def completed_tasks(self) -> list | None:
+        """Per seed, the sorted names of the completed kitchen tasks."""
+        return None if self.task_steps is None else [sorted(t) for t in self.task_steps]
 
     def records(self) -> list[dict]:
         """Per-seed records (plain python types), the input of `scoring.score_episodes`."""
@@ -65,11 +73,10 @@ class RolloutResult:
             if self.success is not None:
                 record["success"] = bool(self.success[i])
                 record["first_success_step"] = int(self.first_success_step[i])
-            if self.tasks_completed is not None:
-                record["tasks_completed"] = int(self.tasks_completed[i])
-                record["completed_tasks"] = list(self.completed_tasks[i])
-                if self.task_steps is not None:
-                    record["task_steps"] = dict(self.task_steps[i])
+            if self.task_steps is not None:
+                steps = self.task_steps[i]
+                record.update(tasks_completed=len(steps), completed_tasks=sorted(steps),
+                              task_steps=dict(steps))
             out.append(record)
         return out
 
@@ -190,9 +197,6 @@ def evaluate_policy(policy: Policy, env_spec: EvalEnvSpec, num_seeds: int, seed_
         seeds=seeds, returns=state.returns, lengths=state.lengths,
         success=state.success if state.has_success else None,
         first_success_step=state.first_success_step if state.has_success else None,
-        tasks_completed=(np.array([len(t) for t in state.tasks], np.int64)
-                         if state.has_tasks else None),
-        completed_tasks=[sorted(t) for t in state.tasks] if state.has_tasks else None,
         task_steps=state.tasks if state.has_tasks else None,
         final_returns_to_go=rtg, timing=_timing(wall, env_time, vector_steps, num_seeds,
                                                 int(state.lengths.sum()), policy_times))
