@@ -55,7 +55,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.tf_heads = 4  # attention heads
     c.model.tf_mlp_ratio = 4.0  # MLP hidden width / embedding width
     c.model.tf_qk_norm = True  # L2-normalise queries and keys (with a learned scale)
-    c.model.relative_states = False  # the autoencoder codes each segment's states relative to s_0
     c.model.cond_dropout = 0.1  # share of rows whose return R_0 is dropped (classifier-free guidance)
     c.model.dtype = "auto"  # transformer matmuls: 'auto' (bf16 on GPU/TPU, else f32) | 'float32' | 'bfloat16'
 

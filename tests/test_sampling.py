@@ -371,7 +371,7 @@ def test_best_of_several_plans_acts_on_the_plan_ending_in_the_highest_value(tiny
                       3, axis=0)
     f_hat = sample_with_trace(tf_model, ae_model, tf_params, ae_params, cond, key,
                               **sampling_options(several.eval)).f_hat
-    ends = ae_model.apply(ae_params, f_hat, cond, method="decode")[:, -1, 1:]
+    ends = ae_model.apply(ae_params, f_hat, cond[:, 0], method="decode")[:, -1, 1:]
     values = tf_model.apply(tf_params, ends, method=NextScaleTransformer.predict_return).reshape(4, 3)
     assert float(jnp.min(jnp.max(values, 1) - jnp.min(values, 1))) > 1e-4  # the choice matters
     assert bool(jnp.any(jnp.argmax(values, 1) != 0))  # and is not always the first draw

@@ -100,7 +100,7 @@ def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Next
         batch = cond.shape[0]
         rows = jnp.repeat(cond, num_plans, axis=0)  # all plans in one sampling pass
         f_hat = sample_with_trace(tf_model, ae_model, tf_params, ae_params, rows, key, **options).f_hat
-        end_states = ae_model.apply(ae_params, f_hat, rows, method="decode")[:, -1, 1:]
+        end_states = ae_model.apply(ae_params, f_hat, rows[:, 0], method="decode")[:, -1, 1:]
         value = tf_model.apply(tf_params, end_states, method=NextScaleTransformer.predict_return)
         best = jnp.argmax(value.reshape(batch, num_plans), axis=1)
         return f_hat.reshape(batch, num_plans, *f_hat.shape[1:])[jnp.arange(batch), best]
@@ -142,8 +142,8 @@ def make_plan_trajectory(config: ml_collections.ConfigDict, ae_model: Any,
                                   **options)
         num_scales, batch = len(trace.f_hat_per_scale), cond.shape[0]
         f_hats = jnp.concatenate(trace.f_hat_per_scale, axis=0)  # (K*N, T_lat, C), scale-major
-        decoded = ae_model.apply(ae_params, f_hats, jnp.tile(cond, (num_scales, 1)),
-                                 method="decode")  # (K*N, H, 1+S)
+        rtg0 = jnp.tile(cond[:, 0], num_scales)
+        decoded = ae_model.apply(ae_params, f_hats, rtg0, method="decode")  # (K*N, H, 1+S)
         decoded = jnp.swapaxes(decoded.reshape(num_scales, batch, *decoded.shape[1:]), 0, 1)
         states = decoded[..., 1:] * conditioner.std + conditioner.mean
         return {"states": states, "returns_to_go": decoded[..., 0] * conditioner.rtg_scale,

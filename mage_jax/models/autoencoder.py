@@ -3,10 +3,8 @@
 Segments are (B, H, 1+S): channel 0 the scaled return-to-go, then the normalised state; actions are
 not modelled. A 1-D conv ResNet encoder downsamples time by `downsample` to the latent f (B, T_lat, C),
 the multi-scale quantiser turns f into K token maps and f_hat, and a decoder conditioned on R_0 (AdaGN:
-every group norm is shifted and scaled by an embedding of R_0) reconstructs the segment. With
-`relative_states`, the encoder sees each state minus s_0 and the decoder's output is moved back by s_0,
-so the tokens code the motion from where the agent is, not where it is (decode and adapt therefore take
-the plan's condition (R_0, s_0)). Two heads read the same latent:
+every group norm is shifted and scaled by an embedding of R_0) reconstructs the segment. Two heads read
+the same latent:
 
 * the condition adapter D' predicts the start (R_0, s_0) from the decoder's features at t = 0, and
   L_cond = ||D'(Z, R_0)[t=0] - (R_0, s_0)||^2 keeps generated plans anchored at the real start;
@@ -111,7 +109,6 @@ class TrajectoryAutoencoder(nn.Module):
     inv_hidden: int = 256
     inv_layers: int = 2
     action_horizon: int = 1
-    relative_states: bool = False
 
     @property
     def latent_length(self) -> int:
@@ -144,7 +141,7 @@ class TrajectoryAutoencoder(nn.Module):
         if segments.ndim != 3 or segments.shape[1:] != (self.horizon, 1 + self.state_dim):
             raise ValueError(f"segments must be (batch, {self.horizon}, {1 + self.state_dim}) = "
                              f"(RTG, state) windows; got {segments.shape}")
-        return self.encoder(segments - self._origin(segments[:, 0])[:, None])
+        return self.encoder(segments)
 
     def quantize(self, latent: jax.Array) -> QuantizerOutput:
         return self.quantizer(latent)
@@ -168,23 +165,16 @@ class TrajectoryAutoencoder(nn.Module):
     def _features(self, f_hat: jax.Array, rtg0: jax.Array) -> jax.Array:
         return self.decoder(f_hat, self.rtg_embed(rtg0[:, None].astype(jnp.float32)))
 
-    def _origin(self, cond: jax.Array) -> jax.Array:
-        """What the latent codes states relative to: (0, s_0) with `relative_states`, else zero."""
-        if not self.relative_states:
-            return jnp.zeros_like(cond)
-        return cond.at[:, 0].set(0.0)
+    def decode(self, f_hat: jax.Array, rtg0: jax.Array) -> jax.Array:
+        """f_hat (B, T_lat, C) and R_0 (B,) -> reconstructed segment (B, H, 1+S)."""
+        return self.output(self._features(f_hat, rtg0))
 
-    def decode(self, f_hat: jax.Array, cond: jax.Array) -> jax.Array:
-        """f_hat (B, T_lat, C) and the plan's condition (R_0, s_0) (B, 1+S) -> segment (B, H, 1+S)."""
-        return self.output(self._features(f_hat, cond[:, 0])) + self._origin(cond)[:, None]
-
-    def adapt(self, f_hat: jax.Array, cond: jax.Array) -> jax.Array:
+    def adapt(self, f_hat: jax.Array, rtg0: jax.Array) -> jax.Array:
         """D'(Z, R_0)[t=0]: the start (R_0, s_0) the plan implies, (B, 1+S)."""
-        return self._adapt_features(self._features(f_hat, cond[:, 0]), cond)
+        return self._adapt_features(self._features(f_hat, rtg0), rtg0)
 
-    def _adapt_features(self, features: jax.Array, cond: jax.Array) -> jax.Array:
-        start = self.adapter(jnp.concatenate([features[:, 0], cond[:, :1]], axis=-1))
-        return start + self._origin(cond)
+    def _adapt_features(self, features: jax.Array, rtg0: jax.Array) -> jax.Array:
+        return self.adapter(jnp.concatenate([features[:, 0], rtg0[:, None]], axis=-1))
 
     def inverse_dynamics(self, f_hat: jax.Array, s0: jax.Array) -> jax.Array:
         """I(f_hat, s_0) -> the plan's first `action_horizon` actions (B, n, A)."""
@@ -195,11 +185,10 @@ class TrajectoryAutoencoder(nn.Module):
         """Training forward: everything stage 1's losses need."""
         latent = self.encode(segments)
         q = self.quantize(latent)
-        cond = segments[:, 0]
-        features = self._features(q.f_hat, cond[:, 0])
-        return {"latent": latent, "quantized": q,
-                "reconstruction": self.output(features) + self._origin(cond)[:, None],
-                "start": self._adapt_features(features, cond),
+        rtg0 = segments[:, 0, 0]
+        features = self._features(q.f_hat, rtg0)
+        return {"latent": latent, "quantized": q, "reconstruction": self.output(features),
+                "start": self._adapt_features(features, rtg0),
                 "actions": self.inverse_dynamics(q.f_hat, segments[:, 0, 1:])}
 
 
@@ -213,7 +202,7 @@ def make_autoencoder(model_config: ml_collections.ConfigDict, state_dim: int, ac
         code_dim=int(c.code_dim), hidden=int(c.hidden_channels), num_res_blocks=int(c.num_res_blocks),
         downsample=int(c.downsample), phi_ratio=float(c.phi_ratio), num_phis=int(c.num_phis),
         vq_beta=float(c.vq_beta), inv_hidden=int(c.inv_hidden), inv_layers=int(c.inv_layers),
-        action_horizon=int(c.action_horizon), relative_states=bool(c.relative_states))
+        action_horizon=int(c.action_horizon))
 
 
 def inverse_head_params(ae_params: dict) -> dict:

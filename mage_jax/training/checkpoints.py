@@ -40,7 +40,7 @@ def _flatten(d: Any, prefix: str = "") -> dict:
 
 
 # Fields newer than some saved runs, with the value those runs had before the field existed.
-_ADDED_LATER = {"data.rtg_bootstrap": False, "model.relative_states": False}
+_ADDED_LATER = {"data.rtg_bootstrap": False}
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:

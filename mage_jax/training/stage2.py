@@ -107,7 +107,7 @@ def end_to_end_losses(ae_model: Any, ae_params: Any, logits: jax.Array, batch: d
                       tau: float, action_horizon: int) -> dict:
     """L_cond and L_inv of the f_hat built from Gumbel-relaxed logits (gradients reach the logits)."""
     segments = batch["segments"]
-    cond, s0 = segments[:, 0], segments[:, 0, 1:]
+    cond, rtg0, s0 = segments[:, 0], segments[:, 0, 0], segments[:, 0, 1:]
     probs = gumbel_straight_through(logits, key, tau)
     f_hat = None
     start = 0
@@ -118,7 +118,7 @@ def end_to_end_losses(ae_model: Any, ae_params: Any, logits: jax.Array, batch: d
         f_hat = ae_model.apply(ae_params, f_hat, codes, k, method="add_scale")
         start += length
     weight_sum = jnp.maximum(row_weight.sum(), 1.0)
-    start_pred = ae_model.apply(ae_params, f_hat, cond, method="adapt")
+    start_pred = ae_model.apply(ae_params, f_hat, rtg0, method="adapt")
     cond_err = jnp.square(start_pred - cond).mean(axis=-1)
     actions = ae_model.apply(ae_params, f_hat, s0, method="inverse_dynamics")  # (B, n, A)
     target = batch["actions"][:, :action_horizon]

@@ -61,7 +61,7 @@ def acting_path_metrics(ae_model: Any, tf_model: Any, ae_params: Any, tf_params:
     """Action errors of stage 1's head on true and on sampled plans, stage 3's head on the same
     sampled plans (when given), and where the decoded sampled plan starts."""
     segments = batch["segments"]
-    s0 = segments[:, 0, 1:]
+    s0, rtg0 = segments[:, 0, 1:], segments[:, 0, 0]
     latent = ae_model.apply(ae_params, segments, method="encode")
     true_f_hat = ae_model.apply(ae_params, latent, method="quantize").f_hat
     sampled_f_hat = generated_plans(tf_model, ae_model, tf_params, ae_params, batch, key, options)
@@ -70,7 +70,7 @@ def acting_path_metrics(ae_model: Any, tf_model: Any, ae_params: Any, tf_params:
         predicted = ae_model.apply(ae_params, f_hat, s0, method="inverse_dynamics")
         return masked_action_error(predicted, batch["actions"], batch["mask"])
 
-    decoded = ae_model.apply(ae_params, sampled_f_hat, segments[:, 0], method="decode")
+    decoded = ae_model.apply(ae_params, sampled_f_hat, rtg0, method="decode")
     out = {"action_mse_true_plan": stage1_error(true_f_hat),
            "action_mse_sampled_plan": stage1_error(sampled_f_hat),
            "plan_start_error": jnp.mean(jnp.square(decoded[:, 0, 1:] - s0))}
