@@ -34,6 +34,11 @@ STAGE3_HEAD = {"umaze": False, "medium": True, "large": True}
 # (medium: 26 min end to end). Large is limited by stage 2 (8,000 steps on the same autoencoder:
 # 16 -> 43), so half its autoencoder steps go there: 24-27 min, mean score 23 -> 36 (QUALITY.md).
 CPU_STEPS = {"umaze": (6_000, 4_000), "medium": (6_000, 4_000), "large": (3_000, 6_000)}
+# Stage 2's peak learning rate at the `cpu` size. Large's generator is still under-trained at the end of
+# its budget: on the same three autoencoders, 1e-3 against 5e-4 lowered the held-out cross-entropy and
+# acting error on each and scored +8.7, +51.9 and -19.6 (mean 36.4 -> 50.1; benchmarks/QUALITY.md).
+# Umaze and medium: not measured.
+CPU_STAGE2_LR = {"umaze": 5e-4, "medium": 5e-4, "large": 1e-3}
 
 
 def get_config(arg=None):
@@ -78,5 +83,6 @@ def get_config(arg=None):
     c.eval.decrement_return = False  # a discounted RTG is a time-to-goal code, not a budget
     c.eval.multi = v["multi"]
     ae_steps, tf_steps = CPU_STEPS[v["maze"]]
-    cpu = {"stage1.num_steps": ae_steps, "stage2.num_steps": tf_steps, "train.eval_every": tf_steps // 2}
+    cpu = {"stage1.num_steps": ae_steps, "stage2.num_steps": tf_steps, "stage2.lr": CPU_STAGE2_LR[v["maze"]],
+           "train.eval_every": tf_steps // 2}
     return configs.finalize(c, v["size"], cpu=cpu)

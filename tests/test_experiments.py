@@ -59,6 +59,13 @@ def test_pointmaze_acting_choices_hold_at_every_size_and_only_on_local_data():
         assert load_config("experiments/pointmaze.py:local,large" + size).head.num_steps > 0
 
 
+def test_large_trains_stage2_faster_only_at_the_cpu_size():
+    large = "experiments/pointmaze.py:local,large"
+    assert load_config(large + ",cpu").stage2.lr == 1e-3
+    assert load_config("experiments/pointmaze.py:local,umaze,cpu").stage2.lr == 5e-4
+    assert load_config(large).stage2.lr == load_config("experiments/pointmaze.py:local,umaze").stage2.lr
+
+
 def test_kitchen_plans_at_temperature_half_only_on_the_scripted_data():
     for size in ("", ",quicktest", ",cpu"):
         assert load_config("experiments/kitchen.py:scripted" + size).eval.temperature == 0.5
