@@ -59,9 +59,10 @@ def test_pointmaze_acting_choices_hold_at_every_size_and_only_on_local_data():
         assert load_config("experiments/pointmaze.py:local,large" + size).head.num_steps > 0
 
 
-def test_large_trains_stage2_at_a_higher_learning_rate_only_at_the_cpu_size():
+def test_large_and_kitchen_train_stage2_at_a_higher_learning_rate_only_at_the_cpu_size():
     large = "experiments/pointmaze.py:local,large"
     assert load_config(large + ",cpu").stage2.lr == 1e-3
+    assert load_config("experiments/kitchen.py:scripted,cpu").stage2.lr == 1e-3
     assert load_config("experiments/pointmaze.py:local,umaze,cpu").stage2.lr == 5e-4
     assert load_config(large).stage2.lr == load_config("experiments/pointmaze.py:local,umaze").stage2.lr
 
