@@ -159,6 +159,8 @@ def main(argv):
     config = FLAGS.config
     if config.data.obs_family != "kitchen":
         raise app.UsageError("kitchen_reach.py needs a kitchen run (config.data.obs_family='kitchen')")
+    if config.eval.action_chunk != 1:  # the replay records one observation per policy call
+        raise app.UsageError("kitchen_reach.py replays one action per plan (config.eval.action_chunk=1)")
     ctx = dataclasses.replace(train.prepare(config, os.path.join(FLAGS.workdir, "diagnose")),
                               workdir=FLAGS.workdir)
     hand = HandPositions()
