@@ -32,7 +32,6 @@ from mage_jax.models.autoencoder import make_autoencoder  # noqa: E402
 from mage_jax.models.sampling import sampling_options  # noqa: E402
 from mage_jax.models.transformer import make_transformer  # noqa: E402
 from mage_jax.training import train, validation  # noqa: E402
-from mage_jax.training.checkpoints import StageCheckpointer  # noqa: E402
 from mage_jax.training.metrics_writer import MetricsWriter  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -56,14 +55,6 @@ def _parse_sweep(spec: str, config) -> tuple[str, list]:
         raise app.UsageError(f"--sweep field {field!r}: only eval.* fields or acting_head can be swept")
     kind = type(config.eval[name])
     return field, [(w.lower() in ("1", "true")) if kind is bool else kind(w) for w in words]
-
-
-def _restore(ctx, config):
-    ae_state = train.autoencoder_state(ctx, train=False)
-    tf_state = train.transformer_state(ctx, ae_state, train=False)
-    has_head = StageCheckpointer(ctx.workdir, train.HEAD).latest_step() is not None
-    head = train.head_state(ctx, ae_state, tf_state, train=False).params if has_head else None
-    return ae_state, tf_state, head
 
 
 def _validation_table(ctx, config, ae_model, tf_model, ae_state, tf_state, head, bc_params) -> dict:
@@ -122,7 +113,7 @@ def main(argv):
         raise app.UsageError("this dataset holds out no episodes (data.val_fraction = 0)")
     ae_model = make_autoencoder(config.model, ctx.state_dim, ctx.action_dim, config.data.horizon)
     tf_model = make_transformer(config.model, ctx.state_dim)
-    ae_state, tf_state, head = _restore(ctx, config)
+    ae_state, tf_state, head = train.restore_finished(ctx)
     bc_params = None
     if FLAGS.bc_workdir:
         bc_params = train.bc_state(dataclasses.replace(ctx, workdir=FLAGS.bc_workdir), train=False).params

@@ -131,11 +131,10 @@ def recorded_evaluation(ctx, config) -> tuple[list[np.ndarray], list[set]]:
     """One evaluation of the saved run; per seed, the observations it acted on and its tasks done."""
     ae_model = make_autoencoder(config.model, ctx.state_dim, ctx.action_dim, config.data.horizon)
     tf_model = make_transformer(config.model, ctx.state_dim)
-    ae_state = train.autoencoder_state(ctx, train=False)
-    tf_state = train.transformer_state(ctx, ae_state, train=False)
+    ae_state, tf_state, head = train.restore_finished(ctx)
     params = {"autoencoder": ae_state.params, "transformer": tf_state.params}
-    if config.head.num_steps > 0:
-        params["head"] = train.head_state(ctx, ae_state, tf_state, train=False).params
+    if head is not None:
+        params["head"] = head
     act = make_policy(config, ae_model, tf_model, ctx.stats, ctx.episodes.action_low,
                       ctx.episodes.action_high)
     policy, seen = shard_policy(act, params, ctx.mesh), []

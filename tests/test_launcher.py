@@ -87,6 +87,19 @@ def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
     with open(os.path.join(workdir, "eval_results.json")) as f:
         assert json.load(f)["per_seed"] == results["per_seed"]
 
+    # The diagnosis tool reads the finished run (all three stages) and writes only under diagnose/.
+    cmd = [sys.executable, "benchmarks/diagnose.py", f"--config={CONFIG}", *TINY,
+           "--config.stage1.num_steps=20", "--config.stage2.num_steps=20", f"--workdir={workdir}",
+           "--sweep=eval.temperature=0.5"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(workdir, "diagnose", "diagnose.json")) as f:
+        report = json.load(f)
+    assert np.isfinite(report["validation"]["stage-3 head action_mse_sampled_plan"])
+    assert np.isfinite(report["sweeps"]["eval.temperature=0.5"]["score"]["mean"])
+    with open(os.path.join(workdir, "eval_results.json")) as f:
+        assert json.load(f)["per_seed"] == results["per_seed"]
+
     # A checkpoint trained with another model is refused with a clear message.
     code, out = launch(workdir, "--config.stage1.num_steps=20", "--config.model.code_dim=8",
                        "--mode=train_autoencoder")

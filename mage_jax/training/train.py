@@ -216,6 +216,16 @@ def head_state(ctx: RunContext, ae_state, tf_state, train: bool, on_call_end=Non
     return state
 
 
+def restore_finished(ctx: RunContext):
+    """A trained run's (autoencoder state, transformer state, stage-3 head params or None): the head
+    when its checkpoint exists, as the tools that read saved runs (benchmarks/) expect."""
+    ae_state = autoencoder_state(ctx, train=False)
+    tf_state = transformer_state(ctx, ae_state, train=False)
+    has_head = StageCheckpointer(ctx.workdir, HEAD).latest_step() is not None
+    head = head_state(ctx, ae_state, tf_state, train=False).params if has_head else None
+    return ae_state, tf_state, head
+
+
 def bc_state(ctx: RunContext, train: bool, step: int | None = None, on_call_end=None):
     """The behaviour-cloning baseline: one stage on the same data, budget `config.stage1`."""
     c = ctx.config
