@@ -87,7 +87,7 @@ def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
     with open(os.path.join(workdir, "eval_results.json")) as f:
         assert json.load(f)["per_seed"] == results["per_seed"]
 
-    # The diagnosis tool reads the finished run (all three stages) and writes only under diagnose/.
+    # The diagnosis tool reads the finished run (all three stages) and leaves its results as they were.
     cmd = [sys.executable, "benchmarks/diagnose.py", f"--config={CONFIG}", *TINY,
            "--config.stage1.num_steps=20", "--config.stage2.num_steps=20", f"--workdir={workdir}",
            "--sweep=eval.temperature=0.5"]

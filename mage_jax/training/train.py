@@ -217,12 +217,13 @@ def head_state(ctx: RunContext, ae_state, tf_state, train: bool, on_call_end=Non
 
 
 def restore_finished(ctx: RunContext):
-    """A trained run's (autoencoder state, transformer state, stage-3 head params or None): the head
-    when its checkpoint exists, as the tools that read saved runs (benchmarks/) expect."""
+    """A trained run's (autoencoder state, transformer state, stage-3 head params or None), for the
+    tools that read saved runs (benchmarks/); as in --mode=eval, the head acts when
+    config.head.num_steps > 0, else stage 1's inverse dynamics."""
     ae_state = autoencoder_state(ctx, train=False)
     tf_state = transformer_state(ctx, ae_state, train=False)
-    has_head = StageCheckpointer(ctx.workdir, HEAD).latest_step() is not None
-    head = head_state(ctx, ae_state, tf_state, train=False).params if has_head else None
+    acts = ctx.config.head.num_steps > 0
+    head = head_state(ctx, ae_state, tf_state, train=False).params if acts else None
     return ae_state, tf_state, head
 
 
