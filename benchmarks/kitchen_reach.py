@@ -91,9 +91,9 @@ def contact_points(episodes: list[np.ndarray], hand: HandPositions) -> tuple[dic
     for task, windows in touches.items():
         if not windows:
             continue
-        points[task] = np.mean([hand(w[-1:])[0] for w in windows], axis=0)
-        approaches[task] = np.array([np.linalg.norm(hand(w) - points[task], axis=1).min()
-                                     for w in windows])
+        positions = [hand(w) for w in windows]  # forward kinematics once per window
+        points[task] = np.mean([p[-1] for p in positions], axis=0)
+        approaches[task] = np.array([np.linalg.norm(p - points[task], axis=1).min() for p in positions])
     return points, approaches
 
 
