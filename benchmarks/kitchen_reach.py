@@ -8,7 +8,10 @@ end-effector position over the demonstrations one step before the task's object 
 demonstrations and for one evaluation of the saved run (config.eval options, stage-3 head when there
 is one), the table gives each task's closest approach of the end effector to that point, taken over
 the episodes that completed the task before it in the canonical order (all episodes for the first),
-and how often the task was completed at each distance. Nothing is written to the run.
+and how often the task was completed at each distance. A second table gives how far from the true
+hand position the plans put the hand, on the run's held-out windows: the autoencoder's decoding of
+the encoded true future (the most a perfect generator could give) and of a plan sampled from the
+window's own (R_0, s_0). Nothing is written to the run.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ from mage_jax.evaluation.rollout import evaluate_policy  # noqa: E402
 from mage_jax.evaluation.run import target_return  # noqa: E402
 from mage_jax.evaluation.sharded import shard_policy  # noqa: E402
 from mage_jax.models.autoencoder import make_autoencoder  # noqa: E402
+from mage_jax.models.sampling import sampling_options  # noqa: E402
 from mage_jax.models.transformer import make_transformer  # noqa: E402
 from mage_jax.training import train  # noqa: E402
+from mage_jax.training.head import generated_plans  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "The run's config file[:variant].", lock_config=True)
@@ -48,6 +53,7 @@ OBJECT_INDEX = {"microwave": 31, "kettle": 33, "light switch": 26, "slide cabine
 MOVED = 0.02  # change from its first value that counts as the object moving
 LOOKBACK = 30  # demonstration steps before the first movement searched for the closest approach
 BINS = (0.0, 0.03, 0.05, np.inf)  # metres
+PLAN_STEPS = {"first step": slice(0, 1), "steps 1-8": slice(0, 8), "all steps": slice(None)}
 
 
 class HandPositions:
@@ -127,11 +133,54 @@ def format_table(data_approaches: dict, approaches: dict) -> str:
     return "\n".join(lines)
 
 
-def recorded_evaluation(ctx, config) -> tuple[list[np.ndarray], list[set]]:
+def plan_hand_distances(true_states: np.ndarray, planned_states: np.ndarray, mask: np.ndarray,
+                        hand) -> np.ndarray:
+    """(B, H) distance between the hand of the planned and of the true (B, H, S) states; NaN on
+    padded steps (`mask` False)."""
+    def hands(states):
+        return hand(states.reshape(-1, states.shape[-1])).reshape(*states.shape[:2], 3)
+
+    return np.where(mask, np.linalg.norm(hands(planned_states) - hands(true_states), axis=-1), np.nan)
+
+
+def format_plan_table(distances: dict) -> str:
+    lines = ["held-out windows: the plan's hand against the true one, median / p90 (cm) | "
+             + " | ".join(PLAN_STEPS)]
+    for name, d in distances.items():
+        cells = []
+        for steps in PLAN_STEPS.values():
+            values = d[:, steps][~np.isnan(d[:, steps])] * 100
+            cells.append(f"{np.median(values):.1f} / {np.percentile(values, 90):.1f}")
+        lines.append(f"{name:<40} | " + " | ".join(cells))
+    return "\n".join(lines)
+
+
+def plan_precision(ctx, config, models, states, hand: HandPositions) -> dict:
+    """Hand distances (B, H) on the held-out windows for the encoded true future and a sampled plan."""
+    ae_model, tf_model = models
+    ae_params, tf_params = states[0].params, states[1].params
+    batch = ctx.val_batch
+    segments = batch["segments"]
+    f_true = ae_model.apply(ae_params, ae_model.apply(ae_params, segments, method="encode"),
+                            method="quantize").f_hat
+    f_plan = generated_plans(tf_model, ae_model, tf_params, ae_params, batch,
+                             jax.random.PRNGKey(config.seed), sampling_options(config.eval))
+
+    def states_of(x):
+        x = np.asarray(x)[..., 1:]  # drop the return-to-go channel
+        return ctx.stats.denormalize(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+    true, mask = states_of(segments), np.asarray(batch["mask"], bool)
+    return {name: plan_hand_distances(true, states_of(ae_model.apply(ae_params, f, segments[:, 0, 0],
+                                                                     method="decode")), mask, hand)
+            for name, f in (("autoencoder: encoded true future", f_true),
+                            ("sampled plan (eval options)", f_plan))}
+
+
+def recorded_evaluation(ctx, config, models, states) -> tuple[list[np.ndarray], list[set]]:
     """One evaluation of the saved run; per seed, the observations it acted on and its tasks done."""
-    ae_model = make_autoencoder(config.model, ctx.state_dim, ctx.action_dim, config.data.horizon)
-    tf_model = make_transformer(config.model, ctx.state_dim)
-    ae_state, tf_state, head = train.restore_finished(ctx)
+    ae_model, tf_model = models
+    ae_state, tf_state, head = states
     params = {"autoencoder": ae_state.params, "transformer": tf_state.params}
     if head is not None:
         params["head"] = head
@@ -165,9 +214,14 @@ def main(argv):
     hand = HandPositions()
     demos = [flatten_observations(e.observations, "kitchen") for e in ctx.dataset.iterate_episodes()]
     points, data_approaches = contact_points(demos, hand)
-    trajectories, completed = recorded_evaluation(ctx, config)
+    models = (make_autoencoder(config.model, ctx.state_dim, ctx.action_dim, config.data.horizon),
+              make_transformer(config.model, ctx.state_dim))
+    states = train.restore_finished(ctx)
+    trajectories, completed = recorded_evaluation(ctx, config, models, states)
     print(f"\n{len(demos)} demonstrations; {len(trajectories)} evaluation episodes of {FLAGS.workdir}")
     print(format_table(data_approaches, policy_approaches(trajectories, completed, points, hand)))
+    if ctx.val_batch is not None:
+        print(format_plan_table(plan_precision(ctx, config, models, states, hand)))
 
 
 if __name__ == "__main__":

@@ -60,3 +60,19 @@ def test_policy_approaches_count_only_episodes_that_reached_the_task():
     assert rows["kettle"].shape == (0, 2)  # none finished the microwave, the task before it
     table = kitchen_reach.format_table({t: np.array([0.01]) for t in points}, rows)
     assert "0/0 / 1/1 / 0/1" in table  # light: done at 3.5 cm, missed at 17 cm
+
+
+def test_plan_hand_distances_skip_padded_steps_and_table_reads_them():
+    true = np.zeros((2, 10, 59))
+    planned = true.copy()
+    planned[0, :, 0] = 0.02  # 2 cm off everywhere
+    planned[1, :, 1] = np.linspace(0.0, 0.09, 10)  # drifts off 1 cm per step
+    mask = np.ones((2, 10), bool)
+    mask[1, 5:] = False  # padded past the episode's end
+    d = kitchen_reach.plan_hand_distances(true, planned, mask, hand)
+    np.testing.assert_allclose(d[0], 0.02)
+    np.testing.assert_allclose(d[1, :5], [0.0, 0.01, 0.02, 0.03, 0.04], atol=1e-12)
+    assert np.isnan(d[1, 5:]).all()
+    table = kitchen_reach.format_plan_table({"plan": d})
+    # first step: 2 and 0 cm; steps 1-8: eight 2s and 0-4 cm; all: ten 2s and 0-4 cm
+    assert table.splitlines()[1].endswith("| 1.0 / 1.8 | 2.0 / 2.8 | 2.0 / 2.6")
