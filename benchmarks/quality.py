@@ -5,12 +5,14 @@
 
 Each (dataset, algorithm, training seed) is one launcher run (`python -m mage_jax.main`) in its own
 workdir under --runs, at the `cpu` size with the config's own budget (or, with --steps, N updates for
-stages 1 and 2; BC trains for stage 1's budget). Finished runs are not retrained: their
-eval_results.json is read back, so the script can be interrupted and re-run. Columns: the headline
-score and success rate (mean ± s.e. over evaluation seeds, per training seed, then over training
-seeds), the held-out action error of the acting path (MAGE: the acting head on generated plans; BC:
-its MLP) and the wall time per run = the span of the run's logged steps (from metrics.jsonl, so it
-excludes start-up and compilation before the first log) + evaluation.
+MAGE's stages 1 and 2). BC trains with its own converged budget (`config.bc`: a 256x3 MLP, 50,000
+updates at batch 256), not MAGE's. Two datasets of each local PointMaze recipe (generator seeds 0 and
+1, `...-data1`) and D4RL's recipe (`...-d4rl`, goals redrawn on arrival) are available. Finished runs
+are not retrained: their eval_results.json is read back, so the script can be interrupted and re-run.
+Columns: the headline score and success rate (mean ± s.e. over evaluation seeds, per training seed,
+then over training seeds), the held-out action error of the acting path (MAGE: the acting head on
+generated plans; BC: its MLP) and the wall time per run = the span of the run's logged steps (from
+metrics.jsonl, so it excludes start-up and compilation before the first log) + evaluation.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import numpy as np
 CONFIGS = {
     "umaze": "experiments/pointmaze.py:local,umaze,cpu",
     "medium": "experiments/pointmaze.py:local,medium,cpu",
+    "medium-data1": "experiments/pointmaze.py:local,medium,cpu,data1",
+    "medium-d4rl": "experiments/pointmaze.py:local,medium,d4rl,cpu",
+    "medium-d4rl-data1": "experiments/pointmaze.py:local,medium,d4rl,cpu,data1",
     "large": "experiments/pointmaze.py:local,large,cpu",
     "kitchen": "experiments/kitchen.py:scripted,cpu",
 }
@@ -39,8 +44,8 @@ def run_one(config: str, algorithm: str, seed: int, steps: int | None, workdir: 
             extra: list[str]) -> dict:
     """Train + evaluate (or read back a finished run); returns eval_results.json plus the wall time."""
     results_path = os.path.join(workdir, "eval_results.json")
-    budget = [] if steps is None else [f"--config.stage1.num_steps={steps}",
-                                       f"--config.stage2.num_steps={steps}"]
+    budget = [] if steps is None or algorithm == "bc" else [f"--config.stage1.num_steps={steps}",
+                                                            f"--config.stage2.num_steps={steps}"]
     command = [sys.executable, "-m", "mage_jax.main", f"--config={config}", f"--workdir={workdir}",
                f"--config.algorithm={algorithm}", f"--config.seed={seed}", *budget, *extra]
     if not os.path.exists(results_path):

@@ -8,9 +8,8 @@ project's scripted demonstrations `local/kitchen/scripted-v0`, generated on firs
 from mage_jax import configs
 
 DATASETS = ("mixed", "partial", "complete", "scripted")
-# Sampling temperature of the plans on the scripted data, where one precise grasp decides each task:
-# 0.5 against 1 scores +9.5 ± 3.9 points over three training seeds (more microwave and kettle grasps;
-# benchmarks/QUALITY.md). The D4RL data (human teleoperation) keeps 1: not measured there.
+# Sampling temperature of the plans on the scripted data, where one precise grasp decides each task
+# (docs/decisions.md#kitchen-temperature). The D4RL data (human teleoperation) keeps 1: not measured there.
 SCRIPTED_TEMPERATURE = 0.5
 
 
@@ -29,11 +28,10 @@ def get_config(arg=None):
     c.data.rtg_scale = 4.0  # four tasks: the return-to-go lies in [0, 1]
     c.eval.target_return = 4.0  # all four tasks
     c.eval.num_seeds = 50
-    # The acting head is worth most on kitchen, where small action errors compound over 280 steps:
-    # on the same transformer, 2,000 and 4,000 head steps score 42.0 and 39.0 against 33.5 with 1,000
-    # (benchmarks/QUALITY.md); 2,000 keeps the run under 30 minutes on 2 cores.
-    # Stage 2 at 1e-3 (not 5e-4) on the same autoencoders: held-out cross-entropy lower on seeds 0-2 of
-    # the scripted data, scores +2.5, +3.5, +13.0 (50.8 over the three; QUALITY.md); D4RL data not measured.
+    # The acting head is worth most on kitchen, where small action errors compound over 280 steps; 2,000
+    # steps keep the run under 30 minutes on 2 cores (docs/decisions.md#kitchen-head-steps). Stage 2 at
+    # 1e-3, not 5e-4 (docs/decisions.md#kitchen-stage2-lr; D4RL data not measured); the stage budgets:
+    # docs/decisions.md#kitchen-stage2-steps, the dataset size: docs/decisions.md#kitchen-episodes.
     cpu = {"stage1.num_steps": 6_000, "stage2.num_steps": 4_000, "stage2.lr": 1e-3, "head.num_steps": 2_000,
            "train.eval_every": 2_000, "eval.num_seeds": 50}
     return configs.finalize(c, v["size"], cpu=cpu)

@@ -117,6 +117,7 @@ _FIELD_RULES = {
     "model.cond_dropout": _in_range(0, 1, high_open=True),
     "model.dtype": ((lambda v: v in _DTYPES), "one of: " + ", ".join(map(repr, _DTYPES))),
     "head.true_scales": _int_at_least(0),
+    "head.plan_buffer": _int_at_least(0),
     "train.steps_per_call": _int_at_least(1),
     "train.scan_updates": ((lambda v: v in _SCAN_MODES), "one of: " + ", ".join(map(repr, _SCAN_MODES))),
     "train.log_every": _int_at_least(1),

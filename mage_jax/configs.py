@@ -2,7 +2,7 @@
 
 `experiments/*.py` start from `base_config()`, set their dataset fields, then apply the size
 modifier named in the variant string (`quicktest`, `cpu`, or none for the accelerator default).
-Sizes are our own defaults (the paper's appendix values are not public); see DESIGN.md section 4.
+Sizes are our own defaults (the paper's appendix values are not public); see docs/design.md#sizes.
 """
 
 from __future__ import annotations
@@ -76,8 +76,19 @@ def base_config() -> ml_collections.ConfigDict:
     # with stage 1's head, which only ever saw encoded true futures).
     c.head = _stage_config(batch_size=256, num_steps=5_000, lr=3e-4)
     # Coarse scales of each training plan taken from the window's true future, the finer ones sampled
-    # on top (0 = fully sampled plans, which the head learns to ignore; QUALITY.md: large 36 -> 49).
+    # on top (0 = fully sampled plans, which the head learns to ignore; docs/decisions.md#head-true-scales).
     c.head.true_scales = 2
+    # Windows whose plans are sampled once before stage 3; the head then trains on draws from them, so
+    # its updates cost nothing to sample (0 = a freshly sampled plan for every window of every update).
+    c.head.plan_buffer = 0
+
+    # The behaviour-cloning baseline (`algorithm='bc'`): its own size and budget, chosen by its held-out
+    # action error and score having levelled off (docs/decisions.md#bc-budget); the same at every size
+    # but `quicktest`, since it costs minutes even on 2 cores.
+    c.bc = _stage_config(batch_size=256, num_steps=50_000, lr=5e-4)
+    c.bc.warmup_steps = 500
+    c.bc.hidden = 256  # hidden width of the MLP
+    c.bc.layers = 3  # hidden layers of the MLP
 
     c.train = ml_collections.ConfigDict()
     c.train.steps_per_call = 10  # updates per call, to amortise dispatch and host round-trips
@@ -132,8 +143,9 @@ def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.C
             code_dim=16, vocab_size=128,
             inv_hidden=64, tf_depth=2, tf_width=64, tf_heads=2,
         )
-        for stage in (c.stage1, c.stage2, c.head):
+        for stage in (c.stage1, c.stage2, c.head, c.bc):
             stage.update(batch_size=32, num_steps=200, warmup_steps=20, lr=1e-3)
+        c.bc.update(hidden=64, layers=2)
         c.head.num_steps = 50
         c.data.val_windows = 64
         c.train.update(steps_per_call=10, log_every=50, checkpoint_every=100, eval_every=0, val_every=0)

@@ -16,6 +16,7 @@ import pytest
 
 from mage_jax.configs import base_config
 from mage_jax.data.normalization import NormStats
+from mage_jax.data.sampler import SegmentData
 from mage_jax.evaluation.policy import make_policy
 from mage_jax.models.autoencoder import inverse_head_params, make_autoencoder
 from mage_jax.models.sampling import (
@@ -25,7 +26,12 @@ from mage_jax.models.sampling import (
     sampling_options,
 )
 from mage_jax.models.transformer import NextScaleTransformer, make_transformer
-from mage_jax.training.head import create_head_state, make_head_step
+from mage_jax.training.head import (
+    create_head_state,
+    make_head_step,
+    make_plan_buffer,
+    sample_plan_buffer,
+)
 from mage_jax.training.optim import make_optimizer
 from mage_jax.training.stage2 import Stage2State, make_stage2_step
 from mage_jax.training.validation import acting_path_metrics
@@ -378,3 +384,49 @@ def test_best_of_several_plans_acts_on_the_plan_ending_in_the_highest_value(tiny
     best = f_hat.reshape(4, 3, *f_hat.shape[1:])[jnp.arange(4), jnp.argmax(values, 1)]
     expected = ae_model.apply(ae_params, best, observations, method="inverse_dynamics")[:, 0]
     np.testing.assert_allclose(actions, jnp.clip(expected, -10.0, 10.0), atol=1e-5)
+
+
+def _segment_data(episodes=3, length=12, seed=0) -> SegmentData:
+    """Hand-built padded episodes (the sampler's layout), HORIZON steps of padding."""
+    rng = np.random.default_rng(seed)
+    total = length + HORIZON
+    lengths = np.full(episodes, length, np.int32)
+    ends = np.cumsum(lengths).astype(np.int32)
+    return SegmentData(
+        states=jnp.asarray(rng.normal(size=(episodes, total, STATE_DIM)), jnp.float32),
+        returns_to_go=jnp.asarray(rng.uniform(size=(episodes, total)), jnp.float32),
+        actions=jnp.asarray(rng.uniform(-1, 1, size=(episodes, total, ACTION_DIM)), jnp.float32),
+        lengths=jnp.asarray(lengths), episode_starts=jnp.asarray(ends - lengths),
+        episode_ends=jnp.asarray(ends), max_horizon=HORIZON)
+
+
+def test_plan_buffer_holds_sampled_plans_the_head_learns_from(tiny):
+    _, ae_model, tf_model, ae_params, tf_params, _ = tiny
+    config = _tiny_config()
+    config.head.update(plan_buffer=20, batch_size=2, true_scales=1, warmup_steps=0,
+                       lr_schedule="constant", lr=3e-3)  # two sampling calls of 16; the last one cut
+    data, key = _segment_data(), jax.random.PRNGKey(7)
+    buffer = make_plan_buffer(config, ae_model, tf_model, ae_params, tf_params, data, key)
+    plans = jax.device_get(buffer.plans)
+    assert plans["f_hat"].shape == (20, SCALES[-1], config.model.code_dim)
+    assert plans["s0"].shape == (20, STATE_DIM) and plans["actions"].shape == (20, 1, ACTION_DIM)
+    # Each buffered window starts at a real step of the data, with that step's action.
+    states = np.asarray(data.states)[:, :12].reshape(-1, STATE_DIM)
+    actions = np.asarray(data.actions)[:, :12].reshape(-1, ACTION_DIM)
+    rows = [int(np.argmin(np.abs(states - s0).sum(axis=1))) for s0 in plans["s0"]]
+    np.testing.assert_allclose(states[rows], plans["s0"], atol=1e-6)
+    np.testing.assert_allclose(actions[rows], plans["actions"][:, 0], atol=1e-6)
+    assert len(set(rows)) > 5 and len({tuple(f.ravel()[:4]) for f in plans["f_hat"]}) > 5
+    # The same key gives the same buffer (a resumed stage 3 rebuilds it exactly).
+    again = jax.device_get(make_plan_buffer(config, ae_model, tf_model, ae_params, tf_params, data,
+                                            key).plans)
+    jax.tree.map(np.testing.assert_array_equal, plans, again)
+    # The head's update reads buffered plans as they are, and learns from them.
+    state = create_head_state(config, ae_params)
+    step = jax.jit(make_head_step(config, ae_model, tf_model, ae_params, tf_params))
+    batch = sample_plan_buffer(buffer, jax.random.PRNGKey(1), 8, HORIZON)
+    losses = []
+    for _ in range(3):
+        state, metrics = step(state, batch, jax.random.PRNGKey(5))
+        losses.append(float(metrics["loss"]))
+    assert losses[2] < losses[0], losses

@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small enough for CI: a 5k-step dataset, few updates, short evaluation episodes.
 TINY = ["--config.data.generator_kwargs.steps=5000", "--config.train.log_every=10",
         "--config.eval.max_steps=10", "--config.eval.num_seeds=4"]
-BC = ["--config.algorithm=bc", "--config.stage1.num_steps=10"]  # the cheapest run that leaves a checkpoint
+BC = ["--config.algorithm=bc", "--config.bc.num_steps=10"]  # the cheapest run that leaves a checkpoint
 SOURCE_DATASET = "local/pointmaze/umaze-small-v1"
 USAGE, RUN = 2, 1  # the launcher's exit codes for a usage error and for a problem found while running
 

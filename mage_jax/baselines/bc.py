@@ -2,8 +2,8 @@
 
 It shares everything with MAGE except the model: the same segment sampler (it uses each window's first
 state and first action), optimiser, training loop, checkpoints, evaluation and scoring, so the two are
-compared on identical data, seeds and scores. Select it with `--config.algorithm=bc`; it trains
-for `config.stage1.num_steps` with the stage-1 optimiser settings.
+compared on identical data, seeds and scores. Select it with `--config.algorithm=bc`; its size,
+budget and optimiser are `config.bc`, chosen so that its held-out action error and score level off.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ class BCPolicy(nn.Module):
 
 
 def make_bc_model(config: ml_collections.ConfigDict, action_dim: int) -> BCPolicy:
-    width = config.model.inv_hidden
-    return BCPolicy(action_dim=action_dim, hidden=(width,) * config.model.inv_layers)
+    return BCPolicy(action_dim=action_dim, hidden=(int(config.bc.hidden),) * int(config.bc.layers))
 
 
 def create_bc_state(config: ml_collections.ConfigDict, key: jax.Array, state_dim: int,
@@ -45,13 +44,13 @@ def create_bc_state(config: ml_collections.ConfigDict, key: jax.Array, state_dim
     model = make_bc_model(config, action_dim)
     params = model.init(key, jnp.zeros((1, state_dim)))["params"]
     return train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                         tx=make_optimizer(config.stage1))
+                                         tx=make_optimizer(config.bc))
 
 
 def make_bc_step(config: ml_collections.ConfigDict, action_dim: int):
     """Pure `(state, batch, key) -> (state, metrics)`: MSE on each window's first action."""
     model = make_bc_model(config, action_dim)
-    schedule = make_schedule(config.stage1)
+    schedule = make_schedule(config.bc)
 
     def loss_fn(params, batch):
         predicted = model.apply({"params": params}, batch["states"][:, 0])

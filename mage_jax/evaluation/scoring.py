@@ -1,7 +1,7 @@
 """Scores from per-seed episode records: raw return, D4RL-convention score, Minari-normalised score.
 
 A record is a dict with at least "return"; kitchen records carry "tasks_completed" and success-based
-families carry "success" (see `RolloutResult.records`). Conventions (DESIGN.md section 6):
+families carry "success" (see `RolloutResult.records`). Conventions (docs/design.md#scoring):
   * kitchen: 25 x tasks completed (of the dataset's four) in the task-removing FrankaKitchen env;
   * antmaze: 100 x success (reached the goal; the episode ends there);
   * normalised: 100 x (R - ref_min) / (ref_max - ref_min) with the dataset's reference scores.

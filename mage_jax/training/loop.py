@@ -63,10 +63,13 @@ class StageRun:
     val_every: int = 0  # steps between validations (0 = only at the end of the stage)
     loss_keys: tuple[str, ...] = ("loss",)  # metrics that must stay finite
     scan_updates: str = "auto"  # 'auto' | 'always' | 'never': see `make_multi_step`
+    # (data, key, batch_size, horizon) -> batch, jit-able: training windows, or buffered plans (stage 3)
+    sample: Callable[..., dict] = sample_segments
 
 
 def _multi_step_programs(step_fn: StepFn, batch_size: int, horizon: int, mesh, state_sharding,
-                         scan: bool) -> Callable[[int], Callable]:
+                         scan: bool, sample: Callable[..., dict] = sample_segments
+                         ) -> Callable[[int], Callable]:
     """`programs(n)` -> the callable running n updates; built (and compiled) once per n.
 
     Scanned: one jitted `lax.scan` per call size (the full calls and at most one shorter tail).
@@ -80,7 +83,7 @@ def _multi_step_programs(step_fn: StepFn, batch_size: int, horizon: int, mesh, s
     def update(state, data, stage_key):
         step_key = jax.random.fold_in(stage_key, state.step)
         data_key, update_key = jax.random.split(step_key)
-        batch = sample_segments(data, data_key, batch_size, horizon)
+        batch = sample(data, data_key, batch_size, horizon)
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return step_fn(state, batch, update_key)
 
@@ -183,7 +186,7 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
         return state
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     programs = _multi_step_programs(step_fn, run.batch_size, run.horizon, mesh, state_sharding,
-                                    scans_updates(run.scan_updates))
+                                    scans_updates(run.scan_updates), run.sample)
     pending: list[dict] = []
     step = start
     show_progress = sharding_lib.is_main_process()

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from tqdm import tqdm
 
 from mage_jax.baselines import bc
 from mage_jax.data.episodes import EpisodeArrays, episodes_from_minari
@@ -29,7 +31,12 @@ from mage_jax.models.transformer import make_transformer
 from mage_jax.training import sharding as sharding_lib
 from mage_jax.training import validation
 from mage_jax.training.checkpoints import StageCheckpointer, config_to_json
-from mage_jax.training.head import create_head_state, make_head_step
+from mage_jax.training.head import (
+    create_head_state,
+    make_head_step,
+    make_plan_buffer,
+    sample_plan_buffer,
+)
 from mage_jax.training.loop import StageRun, run_stage
 from mage_jax.training.metrics_writer import MetricsWriter
 from mage_jax.training.stage1 import create_stage1_state, make_stage1_step
@@ -67,7 +74,7 @@ class RunContext:
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
     """Mesh, dataset (generated or downloaded when missing), episode arrays, statistics, writer."""
     mesh = sharding_lib.make_data_mesh()
-    for name in ("stage1", "stage2"):
+    for name in ("bc",) if config.algorithm == "bc" else ("stage1", "stage2", "head"):
         sharding_lib.check_batch_divisible(config[name].batch_size, mesh, f"{name}.batch_size")
     is_main = sharding_lib.is_main_process()
     if is_main:
@@ -125,7 +132,7 @@ def _ensure_dataset_in_order(data_config: ml_collections.ConfigDict):
 
 def _stage_run(name: str, ctx: RunContext) -> StageRun:
     c = ctx.config
-    stage = {TRANSFORMER: c.stage2, HEAD: c.head}.get(name, c.stage1)  # BC: the stage-1 budget
+    stage = {TRANSFORMER: c.stage2, HEAD: c.head, BC: c.bc}.get(name, c.stage1)
     return StageRun(name=name, num_steps=stage.num_steps, batch_size=stage.batch_size,
                     horizon=c.data.horizon, steps_per_call=c.train.steps_per_call,
                     log_every=c.train.log_every, checkpoint_every=c.train.checkpoint_every,
@@ -209,11 +216,30 @@ def head_state(ctx: RunContext, ae_state, tf_state, train: bool, on_call_end=Non
         step_fn = make_head_step(c, ae_model, tf_model, ae_state.params, tf_state.params)
         validate = _validation(ctx, lambda b: validation.head_validation(
             c, ae_model, tf_model, ae_state.params, tf_state.params, b))
-        state = run_stage(_stage_run(HEAD, ctx), state, step_fn, ctx.segment_data, train_key,
-                          ctx.mesh, checkpointer, ctx.meta, ctx.writer, on_call_end=on_call_end,
-                          validate=validate)
+        run, data = _stage_run(HEAD, ctx), ctx.segment_data
+        if c.head.plan_buffer > 0 and int(state.step) < c.head.num_steps:
+            data = _plan_buffer(ctx, ae_model, tf_model, ae_state.params, tf_state.params)
+            run = dataclasses.replace(run, sample=sample_plan_buffer)
+        state = run_stage(run, state, step_fn, data, train_key, ctx.mesh, checkpointer, ctx.meta,
+                          ctx.writer, on_call_end=on_call_end, validate=validate)
     checkpointer.close()
     return state
+
+
+def _plan_buffer(ctx: RunContext, ae_model, tf_model, ae_params, tf_params):
+    """Stage 3's buffered plans, sampled again on resume (the same key gives the same buffer)."""
+    c = ctx.config
+    size = int(c.head.plan_buffer)
+    started = time.perf_counter()
+    with tqdm(total=size, desc="head plans", unit="plan", unit_scale=True,
+              disable=not sharding_lib.is_main_process()) as bar:
+        buffer = make_plan_buffer(c, ae_model, tf_model, ae_params, tf_params, ctx.segment_data,
+                                  jax.random.fold_in(jax.random.PRNGKey(c.seed), 5),
+                                  sharding_lib.replicated(ctx.mesh),
+                                  progress=lambda done: bar.update(done - bar.n))
+    logging.info("head: sampled %d plans for the acting head in %.1f s", size,
+                 time.perf_counter() - started)
+    return buffer
 
 
 def restore_finished(ctx: RunContext):
@@ -228,7 +254,7 @@ def restore_finished(ctx: RunContext):
 
 
 def bc_state(ctx: RunContext, train: bool, step: int | None = None, on_call_end=None):
-    """The behaviour-cloning baseline: one stage on the same data, budget `config.stage1`."""
+    """The behaviour-cloning baseline: one stage on the same data, budget `config.bc`."""
     c = ctx.config
     key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 3)
     init_key, train_key = jax.random.split(key)
@@ -286,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
             act = bc.make_bc_policy(config, ctx.action_dim, ctx.stats, ctx.episodes.action_low,
                                     ctx.episodes.action_high)
             hook = _periodic_evaluation(ctx, BC, lambda state: (act, state.params),
-                                        final_step=config.stage1.num_steps if mode == "train" else None)
+                                        final_step=config.bc.num_steps if mode == "train" else None)
             state = bc_state(ctx, train=mode != "eval", step=eval_step, on_call_end=hook)
             params, plan, step = state.params, None, int(state.step)
         else:

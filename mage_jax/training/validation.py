@@ -29,7 +29,7 @@ import optax
 from mage_jax.data.sampler import SegmentData, sample_segments
 from mage_jax.models.sampling import sampling_options
 from mage_jax.models.transformer import NextScaleTransformer, scale_levels
-from mage_jax.training.head import generated_plans, head_action_error
+from mage_jax.training.head import generated_plans, head_action_error, plan_batch
 from mage_jax.training.stage1 import autoencoder_losses, masked_action_error
 from mage_jax.training.stage2 import encode_token_maps, expectile_loss, token_losses
 
@@ -75,8 +75,8 @@ def acting_path_metrics(ae_model: Any, tf_model: Any, ae_params: Any, tf_params:
            "action_mse_sampled_plan": stage1_error(sampled_f_hat),
            "plan_start_error": jnp.mean(jnp.square(decoded[:, 0, 1:] - s0))}
     if head_params is not None:
-        out["head_action_mse_sampled_plan"] = head_action_error(ae_model, ae_params, head_params,
-                                                                sampled_f_hat, batch)
+        out["head_action_mse_sampled_plan"] = head_action_error(
+            ae_model, ae_params, head_params, plan_batch(sampled_f_hat, batch, ae_model.action_horizon))
     return out
 
 
@@ -113,8 +113,8 @@ def head_validation(config: ml_collections.ConfigDict, ae_model: Any, tf_model: 
     @jax.jit
     def metrics(head_params, ae_params, tf_params, batch):
         f_hat = generated_plans(tf_model, ae_model, tf_params, ae_params, batch, key, options)
-        return {"action_mse_sampled_plan": head_action_error(ae_model, ae_params, head_params, f_hat,
-                                                             batch)}
+        return {"action_mse_sampled_plan": head_action_error(
+            ae_model, ae_params, head_params, plan_batch(f_hat, batch, ae_model.action_horizon))}
 
     return lambda params: _host(metrics(params, ae_params, tf_params, batch))
 
