@@ -421,6 +421,7 @@ def test_plots_write_pngs(tmp_path):
     assert sorted(os.path.basename(p) for p in paths) == ["learning_curves_stage1.png",
                                                           "learning_curves_stage2.png"]
 
+    register_robotics_envs()  # also when this test runs alone
     env = gym.make("PointMaze_UMaze-v3")
     layout = plots.MazeLayout.from_maze(env)
     env.close()
@@ -432,3 +433,30 @@ def test_plots_write_pngs(tmp_path):
         assert os.path.getsize(p) > 1000 and p.startswith(str(tmp_path / "plots"))
     with pytest.raises(ValueError, match="one seed"):
         plots.plot_plan(plan[None], layout, str(tmp_path))
+
+
+def test_per_scale_metrics_share_one_panel_and_single_points_show(tmp_path):
+    """accuracy_scale_k and loss_ce_scale_k: one panel per family with a line per scale, coarse to
+    fine; a stage validated once (one record) still draws every value as a marker."""
+    scales = 8
+    record = {"stage": "transformer_val", "step": 200, "loss_ce": 2.0, "action_mse_true_plan": 0.1}
+    for k in range(1, scales + 1):
+        record[f"accuracy_scale_{k}"] = 0.1 * k
+        record[f"loss_ce_scale_{k}"] = 3.0 - 0.3 * k
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(json.dumps(record) + "\n")
+    figure = plots.learning_curve_figures(str(metrics))["transformer_val"]
+    axes = {ax.get_title(): ax for ax in figure.axes}
+    assert set(axes) == {"accuracy by scale", "loss_ce by scale", "loss_ce", "action_mse_true_plan"}
+    for family in ("accuracy", "loss_ce"):
+        lines = axes[f"{family} by scale"].get_lines()
+        assert [line.get_label() for line in lines] == [f"scale {k}" for k in range(1, scales + 1)]
+        assert [float(line.get_ydata()[0]) for line in lines] == [
+            record[f"{family}_scale_{k}"] for k in range(1, scales + 1)]
+        assert len({line.get_color() for line in lines}) == scales  # told apart by colour
+    for ax in figure.axes:  # every line, the lone points included, carries a visible marker
+        for line in ax.get_lines():
+            assert len(line.get_xdata()) == 1 and line.get_xdata()[0] == 200
+            assert line.get_marker() not in ("", "None", None) and line.get_markersize() > 0
+    paths = plots.plot_learning_curves(str(metrics), str(tmp_path))
+    assert [os.path.basename(p) for p in paths] == ["learning_curves_transformer_val.png"]

@@ -1,26 +1,18 @@
 """Every command in REPRODUCE.md names a config that loads, is consistent and is locked."""
 
-import importlib.util
 import io
 import pathlib
 import re
 import tokenize
 
 import pytest
+from conftest import load_experiment as load_config
 
 from mage_jax.data.observations import OBS_FAMILIES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ROWS = re.findall(r"\| `([^`]+)` \| `python -m mage_jax.main --config=([^`]+)` \|",
                   (ROOT / "REPRODUCE.md").read_text())
-
-
-def load_config(arg: str):
-    path, _, variant = arg.partition(":")
-    spec = importlib.util.spec_from_file_location("experiment", ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant or None)
 
 
 def test_reproduce_lists_every_family():

@@ -1,12 +1,10 @@
 """AntMaze, Adroit and locomotion end to end on locally recorded data, and the fixes that took."""
 
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from conftest import launch, load_experiment
 
 from mage_jax.data.minari_source import DatasetUnavailableError
 from mage_jax.datasets import record
@@ -15,7 +13,6 @@ from mage_jax.datasets.registry import ensure_dataset
 from mage_jax.evaluation import envs, scoring
 from mage_jax.evaluation.results import format_score_table
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBS_FAMILY = {"antmaze": "antmaze", "adroit": "box", "locomotion": "box"}
 # Per family: config, recorded episodes (tiny), the headline metric its eval_results.json must carry.
 FAMILIES = {
@@ -25,7 +22,7 @@ FAMILIES = {
 }
 # Tiny budgets; no held-out validation and no stage-3 head (family-independent, and covered by
 # test_launcher.py), so each run compiles only what its family needs.
-TINY = ["--config.stage1.num_steps=20", "--config.stage2.num_steps=20", "--config.head.num_steps=0",
+BUDGET = ["--config.stage1.num_steps=20", "--config.stage2.num_steps=20", "--config.head.num_steps=0",
         "--config.data.val_fraction=0", "--config.train.log_every=10", "--config.eval.max_steps=10",
         "--config.eval.num_seeds=2", "--config.data.generator_kwargs.ref_episodes=1"]
 
@@ -34,7 +31,7 @@ TINY = ["--config.stage1.num_steps=20", "--config.stage2.num_steps=20", "--confi
                                  "adroit.py:pen,local,cpu", "locomotion.py:walker2d,local",
                                  "locomotion.py:hopper,local,quicktest"])
 def test_local_configs_load_what_the_recorder_writes(arg):
-    c = load_config(f"experiments/{arg}")
+    c = load_experiment(f"experiments/{arg}")
     kwargs = c.data.generator_kwargs
     expected = record.default_dataset_id(kwargs.env_id, kwargs.policy)
     if arg.endswith("quicktest"):
@@ -48,7 +45,7 @@ def test_local_configs_load_what_the_recorder_writes(arg):
                                  "locomotion.py:hopper,medium,local"])
 def test_local_variants_refuse_a_public_dataset_name(arg):
     with pytest.raises(ValueError, match="local"):
-        load_config(f"experiments/{arg}")
+        load_experiment(f"experiments/{arg}")
 
 
 @pytest.mark.parametrize("arg, alternative", [
@@ -58,7 +55,7 @@ def test_local_variants_refuse_a_public_dataset_name(arg):
 ])
 def test_a_missing_public_dataset_names_its_local_variant(arg, alternative):
     with pytest.raises(DatasetUnavailableError, match=alternative):
-        ensure_dataset(load_config(f"experiments/{arg}").data)  # tests run with HF_HUB_OFFLINE=1
+        ensure_dataset(load_experiment(f"experiments/{arg}").data)  # tests run with HF_HUB_OFFLINE=1
 
 
 def test_antmaze_needs_the_observation_family_that_keeps_the_ants_position():
@@ -90,12 +87,9 @@ def test_results_label_their_headline(family, ref_scores, headline, words):
 def test_family_quicktest_trains_evaluates_and_scores(tmp_path, family):
     config, episodes, headline = FAMILIES[family]
     workdir = str(tmp_path / family)
-    cmd = [sys.executable, "-m", "mage_jax.main", f"--config={config}", f"--workdir={workdir}", *TINY,
-           f"--config.data.generator_kwargs.episodes={episodes}"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    code, out = launch(workdir, *BUDGET, f"--config.data.generator_kwargs.episodes={episodes}",
+                       config=config, tiny=False)
+    assert code == 0, out[-3000:]
     assert "headline:" in out  # the score table was printed
 
     with open(os.path.join(workdir, "eval_results.json")) as f:
@@ -116,11 +110,3 @@ def test_family_quicktest_trains_evaluates_and_scores(tmp_path, family):
     assert ("plan.png" in plots) == (family == "antmaze")  # maze families draw the plan over the maze
     for stage in ("autoencoder", "transformer"):
         assert "20" in os.listdir(os.path.join(workdir, "checkpoints", stage))
-
-
-def load_config(arg: str):
-    path, _, variant = arg.partition(":")
-    spec = importlib.util.spec_from_file_location("experiment", os.path.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant or None)

@@ -10,7 +10,9 @@ import sys
 import time
 
 import numpy as np
-from test_launcher import REPO, TINY, checkpoint_steps
+from conftest import FAST_COMPILE, REPO, TINY
+
+from mage_jax.config_checks import checkpoint_steps
 
 # Dense reward: every seed's return depends on every action, so equal scores mean equal rollouts.
 CONFIG = "experiments/pointmaze.py:local,umaze,dense,quicktest"
@@ -24,7 +26,7 @@ TIMEOUT_S = 600  # a hung collective must fail the test, not CI (250–320 s nex
 
 def _env(devices: int) -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"}
 
 
 def _free_port() -> int:

@@ -1,38 +1,26 @@
 """Every user mistake: a non-zero exit and one clear line, no traceback, and the earlier run untouched.
 
-The bad inputs run as a user runs them (subprocesses of the launcher) against one tiny trained run, two
-at a time since most fail within a second: the point is that they fail before any work.
+Flag parsing, a representative rule of each tier of `config_checks` and the problems found while running
+are launched as a user runs them (subprocesses of the launcher) against one tiny trained run, two at a
+time since most fail within a second: the point is that they fail before any work. Every other config
+rule is checked in process, on the config the launcher would load: the same message, without the
+second of start-up per case.
 """
 
 import concurrent.futures
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
+from conftest import QUICKTEST, REPO, launch, load_experiment, set_fields
 
 from mage_jax import config_checks, configs
 
-CONFIG = "experiments/pointmaze.py:local,umaze,quicktest"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Small enough for CI: a 5k-step dataset, few updates, short evaluation episodes.
-TINY = ["--config.data.generator_kwargs.steps=5000", "--config.train.log_every=10",
-        "--config.eval.max_steps=10", "--config.eval.num_seeds=4"]
 BC = ["--config.algorithm=bc", "--config.bc.num_steps=10"]  # the cheapest run that leaves a checkpoint
 SOURCE_DATASET = "local/pointmaze/umaze-small-v1"
 USAGE, RUN = 2, 1  # the launcher's exit codes for a usage error and for a problem found while running
-
-
-def launch(workdir, *flags, config=CONFIG, tiny=True, env=None):
-    cmd = [sys.executable, "-m", "mage_jax.main", f"--config={config}", f"--workdir={workdir}",
-           *(TINY if tiny else []), *flags]
-    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, timeout=600)
-    return proc.returncode, proc.stdout
 
 
 def snapshot(workdir) -> dict:
@@ -86,7 +74,10 @@ def write_empty_dataset() -> None:
             episode.attrs["total_steps"] = 0
 
 
-# (id, launch arguments, workdir: 'trained' run or a fresh one, exit code, text the message must hold)
+# Launched: (id, launch arguments, workdir: 'trained' run or a fresh one, exit code, text the message
+# must hold). Flag parsing; one rule of each tier of config_checks (check_config before JAX is imported,
+# check_run against the trained run's real checkpoints, check_with_library after JAX is imported); an
+# unwritable workdir; the problems found while running (exit 1).
 CASES = [
     ("mistyped_section", dict(flags=["--config.stagee1.num_steps=1"]), "trained", USAGE,
      "no field 'stagee1'; did you mean 'stage1'?"),
@@ -101,42 +92,11 @@ CASES = [
     ("positional_argument", dict(flags=["extra"]), "trained", USAGE, "unexpected arguments: extra"),
     ("scales_not_increasing", dict(flags=["--config.model.scales=(1,3,2)"]), "trained", USAGE,
      "model.scales=(1, 3, 2) must be strictly increasing"),
-    ("horizon_not_multiple", dict(flags=["--config.data.horizon=33"]), "trained", USAGE,
-     "data.horizon=33 must be a multiple of model.downsample=2"),
-    ("scales_miss_latent_length", dict(flags=["--config.data.horizon=64"]), "trained", USAGE,
-     "must end in T_lat"),
-    ("zero_batch", dict(flags=["--config.stage1.batch_size=0"]), "trained", USAGE,
-     "stage1.batch_size=0 must be an integer >= 1"),
-    ("negative_batch", dict(flags=["--config.stage2.batch_size=-4"]), "trained", USAGE,
-     "stage2.batch_size=-4 must be an integer >= 1"),
-    ("no_eval_seeds", dict(flags=["--config.eval.num_seeds=0"]), "trained", USAGE,
-     "eval.num_seeds=0 must be an integer >= 1"),
-    ("chunk_beyond_action_horizon", dict(flags=["--config.eval.action_chunk=2"]), "trained", USAGE,
-     "eval.action_chunk=2 must be <= model.action_horizon=1"),
-    ("heads_do_not_divide_width", dict(flags=["--config.model.tf_heads=3"]), "trained", USAGE,
-     "tf_width=64 must be divisible by model.tf_heads=3"),
-    ("rtg_discount_above_one", dict(flags=["--config.data.rtg_discount=1.5"]), "trained", USAGE,
-     "data.rtg_discount=1.5 must be in (0, 1]"),
-    ("zero_steps_per_call", dict(flags=["--config.train.steps_per_call=0"]), "trained", USAGE,
-     "train.steps_per_call=0"),
-    ("multi_outside_pointmaze", dict(config="experiments/kitchen.py:scripted,quicktest", tiny=False,
-                                     flags=["--config.eval.multi=True"]), "fresh", USAGE,
-     "only defined for PointMaze"),
-    ("eval_without_checkpoint", dict(flags=["--mode=eval"]), "trained", USAGE,
-     "--mode=eval needs a trained autoencoder"),
     ("checkpoint_step_missing", dict(flags=[*BC, "--mode=eval", "--checkpoint_step=7"]), "trained", USAGE,
      "no bc checkpoint at that step"),
-    ("checkpoint_step_when_training", dict(flags=[*BC, "--checkpoint_step=10"]), "trained", USAGE,
-     "only applies to --mode=eval"),
-    ("stage_mode_for_bc", dict(flags=[*BC, "--mode=train_autoencoder"]), "trained", USAGE,
-     "use --mode=train or --mode=eval"),
-    ("workdir_not_writable", dict(), "under_a_file", USAGE, "cannot be written: Not a directory"),
     ("obs_family_of_another_dataset", dict(flags=["--config.data.obs_family=box"]), "trained", USAGE,
      "set --config.data.obs_family=maze"),
-    ("batch_not_divisible_by_devices",
-     dict(flags=["--config.stage1.batch_size=33"],
-          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}), "trained", USAGE,
-     "stage1.batch_size=33 is not divisible by the 2 devices"),
+    ("workdir_not_writable", dict(), "under_a_file", USAGE, "cannot be written: Not a directory"),
     ("offline_d4rl_dataset", dict(config="experiments/kitchen.py", tiny=False), "fresh", RUN,
      "kitchen.py:scripted"),
     ("nan_in_observations", dict(flags=["--config.data.dataset_id=local/pointmaze/nan-v0"]), "fresh", RUN,
@@ -199,26 +159,98 @@ def test_traceback_on_request(tmp_path):
     assert code == USAGE and "Traceback" in out and "error: config.model.scales" in out
 
 
+# The other config rules, in process on the config the launcher loads: (id, config, fields set,
+# text the one-line message must hold). The launcher prints exactly this message after "error: ".
+KITCHEN = "experiments/kitchen.py:scripted,quicktest"
+CONFIG_RULES = [
+    ("horizon_not_multiple", QUICKTEST, {"data.horizon": 33},
+     "data.horizon=33 must be a multiple of model.downsample=2"),
+    ("scales_miss_latent_length", QUICKTEST, {"data.horizon": 64}, "must end in T_lat"),
+    ("zero_batch", QUICKTEST, {"stage1.batch_size": 0}, "stage1.batch_size=0 must be an integer >= 1"),
+    ("negative_batch", QUICKTEST, {"stage2.batch_size": -4}, "stage2.batch_size=-4 must be an integer >= 1"),
+    ("no_eval_seeds", QUICKTEST, {"eval.num_seeds": 0}, "eval.num_seeds=0 must be an integer >= 1"),
+    ("chunk_beyond_action_horizon", QUICKTEST, {"eval.action_chunk": 2},
+     "eval.action_chunk=2 must be <= model.action_horizon=1"),
+    ("heads_do_not_divide_width", QUICKTEST, {"model.tf_heads": 3},
+     "tf_width=64 must be divisible by model.tf_heads=3"),
+    ("rtg_discount_above_one", QUICKTEST, {"data.rtg_discount": 1.5},
+     "data.rtg_discount=1.5 must be in (0, 1]"),
+    ("zero_steps_per_call", QUICKTEST, {"train.steps_per_call": 0}, "train.steps_per_call=0"),
+    ("multi_outside_pointmaze", KITCHEN, {"eval.multi": True}, "only defined for PointMaze"),
+]
+
+
+@pytest.mark.parametrize("name, config_arg, fields, expected", CONFIG_RULES, ids=[c[0] for c in CONFIG_RULES])
+def test_config_rule_is_one_clear_line(name, config_arg, fields, expected):
+    c = load_experiment(config_arg)
+    config_checks.check_config(c)  # fine as shipped
+    set_fields(c, fields)
+    with pytest.raises(config_checks.UsageError) as error:
+        config_checks.check_config(c)
+    lines = str(error.value).splitlines()  # the problem, then a count of any others: two lines at most
+    assert expected in lines[0] and len(lines) <= 2, lines
+
+
+def test_batch_must_split_over_the_devices():
+    c = set_fields(load_experiment(QUICKTEST), {"stage1.batch_size": 33})
+    config_checks.check_config(c)
+    config_checks.check_with_library(c, device_count=1)
+    with pytest.raises(config_checks.UsageError,
+                       match=r"stage1.batch_size=33 is not divisible by the 2 devices; e.g. "
+                             r"--config.stage1.batch_size=\d+"):
+        config_checks.check_with_library(c, device_count=2)
+
+
+def _checkpoints(workdir, stage, *steps):
+    for step in steps:  # orbax names each finished checkpoint's folder by its step
+        os.makedirs(os.path.join(workdir, "checkpoints", stage, str(step)))
+
+
+def test_modes_need_their_checkpoints(tmp_path):
+    mage = set_fields(load_experiment(QUICKTEST), {"head.num_steps": 20})  # umaze: no stage 3 by default
+    bc = set_fields(load_experiment(QUICKTEST), {"algorithm": "bc"})
+    workdir = str(tmp_path / "run")
+    config_checks.check_run(mage, workdir, "train")  # a fresh workdir trains
+    for mode, needs in (("eval", "autoencoder"), ("train_transformer", "autoencoder"),
+                        ("train_head", "autoencoder")):
+        with pytest.raises(config_checks.UsageError, match=f"--mode={mode} needs a trained {needs}"):
+            config_checks.check_run(mage, workdir, mode)
+    _checkpoints(workdir, "autoencoder", 200)
+    config_checks.check_run(mage, workdir, "train_transformer")
+    with pytest.raises(config_checks.UsageError, match="--mode=train_head needs a trained transformer"):
+        config_checks.check_run(mage, workdir, "train_head")
+    _checkpoints(workdir, "transformer", 200)
+    with pytest.raises(config_checks.UsageError, match="--mode=eval needs a trained head"):
+        config_checks.check_run(mage, workdir, "eval")
+    config_checks.check_run(load_experiment(QUICKTEST), workdir, "eval")  # stage 1's head acts
+
+    with pytest.raises(config_checks.UsageError, match="use --mode=train or --mode=eval"):
+        config_checks.check_run(bc, workdir, "train_autoencoder")
+    with pytest.raises(config_checks.UsageError, match="--mode=eval needs a trained bc"):
+        config_checks.check_run(bc, workdir, "eval")
+    _checkpoints(workdir, "bc", 10, 20)
+    config_checks.check_run(bc, workdir, "eval", checkpoint_step=10)
+    with pytest.raises(config_checks.UsageError, match="--checkpoint_step=10 only applies to --mode=eval"):
+        config_checks.check_run(bc, workdir, "train", checkpoint_step=10)
+    with pytest.raises(config_checks.UsageError,
+                       match="--checkpoint_step=7: no bc checkpoint at that step .*; available: 10, 20"):
+        config_checks.check_run(bc, workdir, "eval", checkpoint_step=7)
+
+
 # In-process checks of the validator itself: cheap, no subprocess.
 
-def _experiment_configs():
+def test_every_shipped_experiment_config_passes():
     for path in sorted(os.listdir(os.path.join(REPO, "experiments"))):
         if not path.endswith(".py"):
             continue
-        spec = importlib.util.spec_from_file_location(path[:-3], os.path.join(REPO, "experiments", path))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        for variant in (None, "quicktest", "cpu"):
-            yield f"{path}:{variant}", module.get_config(variant)
-
-
-def test_every_shipped_experiment_config_passes():
-    for name, config in _experiment_configs():
-        try:
-            config_checks.check_config(config)
-            config_checks.check_with_library(config, device_count=1)
-        except config_checks.UsageError as e:
-            pytest.fail(f"{name}: {e}")
+        for variant in ("", ":quicktest", ":cpu"):
+            name = f"experiments/{path}{variant}"
+            config = load_experiment(name)
+            try:
+                config_checks.check_config(config)
+                config_checks.check_with_library(config, device_count=1)
+            except config_checks.UsageError as e:
+                pytest.fail(f"{name}: {e}")
 
 
 def _quicktest_config():

@@ -180,10 +180,10 @@ def _worker_episode(job: tuple[EpisodePlan, Settings, bool]) -> dict:
 def _run_all(plans: list[EpisodePlan], settings: Settings, workers: int, record: bool,
              progress: bool, description: str) -> list[dict]:
     """Run the planned episodes (in `workers` processes when > 1), in plan order."""
-    from tqdm.auto import tqdm
+    from mage_jax.progress import progress_bar
 
     jobs = [(plan, settings, record) for plan in plans]
-    bar = tqdm(total=len(jobs), disable=not progress, desc=description, unit="ep")
+    bar = progress_bar(len(jobs), description, "ep", disable=not progress)
     results = []
     try:
         if workers == 1:

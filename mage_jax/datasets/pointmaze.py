@@ -449,9 +449,9 @@ def _size_mb(path: str) -> float:
 def _progress_bar(total: int, enabled: bool, description: str):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from mage_jax.progress import progress_bar
 
-    return tqdm(total=total, desc=description, unit="step", unit_scale=True, mininterval=1.0)
+    return progress_bar(total, description, "step", unit_scale=True, mininterval=1.0)
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:

@@ -3,7 +3,9 @@
 Figures are drawn on `matplotlib.figure.Figure` objects (Agg canvas, no pyplot global state), so
 plotting works headless and from any thread.
   * `plot_learning_curves(metrics.jsonl, workdir)`: one PNG per training stage, a panel per metric
-    (vector metrics logged as `name/i` share a panel), against the step.
+    against the step. Families share a panel, one line each: vector metrics logged as `name/i`, and
+    per-scale metrics `name_scale_k` (one line per scale k, coarse to fine along a colour map). Every
+    line has markers, so a metric logged once (a stage's only validation) still shows.
   * `plot_seed_scores(eval_results, workdir)`: a bar per evaluation seed of the headline score.
   * `plot_plan(states (K, H, S), maze, workdir)`: the decoded plan after each of the K scales drawn
     over the maze walls (states' first two dims are the x, y position).
@@ -15,15 +17,19 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections import defaultdict
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 PLOTS_DIRNAME = "plots"
 _NON_METRIC_KEYS = ("stage", "step", "time")
+_SCALE_METRIC = re.compile(r"(.+)_scale_(\d+)")  # accuracy_scale_3: (accuracy, 3)
+_BY_SCALE = " by scale"
 
 
 def plots_dir(workdir: str) -> str:
@@ -51,6 +57,12 @@ def read_metrics(path: str) -> list[dict]:
 
 def plot_learning_curves(metrics_path: str, workdir: str) -> list[str]:
     """One `learning_curves_<stage>.png` per stage in metrics.jsonl; returns the written paths."""
+    return [_save(fig, workdir, f"learning_curves_{_safe_name(stage)}.png")
+            for stage, fig in learning_curve_figures(metrics_path).items()]
+
+
+def learning_curve_figures(metrics_path: str) -> dict[str, Figure]:
+    """The learning-curve figure of each stage in metrics.jsonl, by stage, unsaved."""
     by_stage: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for record in read_metrics(metrics_path):
         stage, step = record.get("stage", "train"), record.get("step")
@@ -62,7 +74,7 @@ def plot_learning_curves(metrics_path: str, workdir: str) -> list[str]:
                 by_stage[str(stage)][name].append((float(step), float(value)))
     if not by_stage:
         raise ValueError(f"{metrics_path} holds no (stage, step, metric) records to plot")
-    paths = []
+    figures = {}
     for stage, metrics in by_stage.items():
         panels = _group_panels(metrics)
         cols = min(3, len(panels))
@@ -70,19 +82,25 @@ def plot_learning_curves(metrics_path: str, workdir: str) -> list[str]:
         fig = Figure(figsize=(4.5 * cols, 3.2 * rows), layout="constrained")
         for index, (panel, series) in enumerate(panels.items()):
             ax = fig.add_subplot(rows, cols, index + 1)
-            for label, points in series.items():
+            colors = _line_colors(len(series), by_scale=panel.endswith(_BY_SCALE))
+            for (label, points), color in zip(series.items(), colors, strict=True):
                 steps, values = np.array(sorted(points)).T
-                ax.plot(steps, values, label=label, linewidth=1.2)
+                # Markers (on at most ~20 points of a long curve) so that a single point shows.
+                ax.plot(steps, values, label=label, color=color, linewidth=1.2, marker="o",
+                        markersize=3.5, markevery=max(1, len(steps) // 20))
             if panel.startswith("loss") and all(v > 0 for s in series.values() for _, v in s):
                 ax.set_yscale("log")
+            steps_logged = {step for points in series.values() for step, _ in points}
+            if len(steps_logged) == 1:  # one tick at the only step, not a range around it
+                ax.set_xticks(sorted(steps_logged))
             ax.set_title(panel)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
             if len(series) > 1:
                 ax.legend(fontsize=6, ncol=2)
         fig.suptitle(f"{stage} learning curves")
-        paths.append(_save(fig, workdir, f"learning_curves_{_safe_name(stage)}.png"))
-    return paths
+        figures[stage] = fig
+    return figures
 
 
 def plot_seed_scores(results: dict | str, workdir: str, metric: str | None = None) -> str:
@@ -186,12 +204,29 @@ def _draw_walls(ax, layout: MazeLayout) -> None:
 
 
 def _group_panels(metrics: dict[str, list]) -> dict[str, dict[str, list]]:
-    """Metrics -> panels: `loss` alone, `usage/0` and `usage/1` together in panel "usage"."""
+    """Metrics -> panels of labelled series, in name order.
+
+    `loss` alone; `usage/0` and `usage/1` together in panel "usage"; `accuracy_scale_1` ..
+    `accuracy_scale_8` in panel "accuracy by scale" as lines "scale 1" .. "scale 8", in scale order.
+    """
     panels: dict[str, dict[str, list]] = defaultdict(dict)
+    scaled: dict[str, dict[int, list]] = defaultdict(dict)
     for name in sorted(metrics):
-        base = name.partition("/")[0]
-        panels[base][name] = metrics[name]
-    return dict(panels)
+        per_scale = _SCALE_METRIC.fullmatch(name)
+        if per_scale:
+            scaled[per_scale.group(1) + _BY_SCALE][int(per_scale.group(2))] = metrics[name]
+        else:
+            panels[name.partition("/")[0]][name] = metrics[name]
+    for panel, series in scaled.items():
+        panels[panel] = {f"scale {k}": series[k] for k in sorted(series)}
+    return dict(sorted(panels.items()))
+
+
+def _line_colors(count: int, by_scale: bool) -> list:
+    """Scales coarse to fine along viridis; other families in the default colour cycle."""
+    if by_scale and count > 1:
+        return [matplotlib.colormaps["viridis"](x) for x in np.linspace(0.0, 0.9, count)]
+    return [f"C{i % 10}" for i in range(count)]
 
 
 def _safe_name(text: str) -> str:

@@ -26,10 +26,10 @@ from collections.abc import Callable
 import gymnasium as gym
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from mage_jax.data.observations import flatten_observations
 from mage_jax.evaluation.envs import EvalEnvSpec
+from mage_jax.progress import progress_bar
 
 Policy = Callable[[np.ndarray, np.ndarray, jax.Array], object]
 VECTOR_MODES = ("sync", "async", "auto")
@@ -168,8 +168,8 @@ def evaluate_policy(policy: Policy, env_spec: EvalEnvSpec, num_seeds: int, seed_
         obs, _ = envs.reset(seed=[int(s) for s in seeds])
         action_dtype = envs.single_action_space.dtype
         env_time, policy_times, vector_steps = 0.0, [], 0
-        bar = tqdm(total=env_spec.max_steps, disable=not progress, unit="step",
-                   desc=f"eval {env_spec.env_id or env_spec.family} x{num_seeds}")
+        bar = progress_bar(env_spec.max_steps, f"eval {env_spec.env_id or env_spec.family} x{num_seeds}",
+                           "step", disable=not progress)
         while state.active.any() and vector_steps < env_spec.max_steps:
             states = flatten_observations(obs, obs_family)
             key, policy_key = jax.random.split(key)

@@ -21,9 +21,9 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from mage_jax.data.sampler import sample_segments
+from mage_jax.progress import progress_bar
 from mage_jax.training import sharding as sharding_lib
 from mage_jax.training.checkpoints import StageCheckpointer
 from mage_jax.training.metrics_writer import MetricsWriter
@@ -190,9 +190,8 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
     pending: list[dict] = []
     step = start
     show_progress = sharding_lib.is_main_process()
-    with _SigtermFlag() as sigterm, tqdm(total=run.num_steps, initial=start, desc=run.name,
-                                         unit="step", disable=not show_progress,
-                                         dynamic_ncols=True) as bar:
+    with _SigtermFlag() as sigterm, progress_bar(run.num_steps, run.name, "step", initial=start,
+                                                 disable=not show_progress, dynamic_ncols=True) as bar:
         while step < run.num_steps:
             n = min(run.steps_per_call, run.num_steps - step)
             state, metrics = programs(n)(state, data, stage_key)

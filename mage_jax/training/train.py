@@ -17,7 +17,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from mage_jax.baselines import bc
 from mage_jax.data.episodes import EpisodeArrays, episodes_from_minari
@@ -28,6 +27,7 @@ from mage_jax.datasets.registry import ensure_dataset
 from mage_jax.evaluation.policy import make_plan_trajectory, make_policy
 from mage_jax.models.autoencoder import make_autoencoder
 from mage_jax.models.transformer import make_transformer
+from mage_jax.progress import progress_bar
 from mage_jax.training import sharding as sharding_lib
 from mage_jax.training import validation
 from mage_jax.training.checkpoints import StageCheckpointer, config_to_json
@@ -231,8 +231,8 @@ def _plan_buffer(ctx: RunContext, ae_model, tf_model, ae_params, tf_params):
     c = ctx.config
     size = int(c.head.plan_buffer)
     started = time.perf_counter()
-    with tqdm(total=size, desc="head plans", unit="plan", unit_scale=True,
-              disable=not sharding_lib.is_main_process()) as bar:
+    with progress_bar(size, "head plans", "plan", disable=not sharding_lib.is_main_process(),
+                      unit_scale=True) as bar:
         buffer = make_plan_buffer(c, ae_model, tf_model, ae_params, tf_params, ctx.segment_data,
                                   jax.random.fold_in(jax.random.PRNGKey(c.seed), 5),
                                   sharding_lib.replicated(ctx.mesh),
