@@ -86,7 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
     # action error and score having levelled off (docs/decisions.md#bc-budget); the same at every size
     # but `quicktest`, since it costs minutes even on 2 cores.
     c.bc = _stage_config(batch_size=256, num_steps=50_000, lr=5e-4)
-    c.bc.warmup_steps = 500
+    c.bc.warmup_steps = 500  # linear warm-up steps
     c.bc.hidden = 256  # hidden width of the MLP
     c.bc.layers = 3  # hidden layers of the MLP
 
