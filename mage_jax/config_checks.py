@@ -118,6 +118,8 @@ _FIELD_RULES = {
     "model.dtype": ((lambda v: v in _DTYPES), "one of: " + ", ".join(map(repr, _DTYPES))),
     "head.true_scales": _int_at_least(0),
     "head.plan_buffer": _int_at_least(0),
+    "train.num_seeds": _int_at_least(1),
+    "train.seed_shards": _int_at_least(1),
     "train.steps_per_call": _int_at_least(1),
     "train.scan_updates": ((lambda v: v in _SCAN_MODES), "one of: " + ", ".join(map(repr, _SCAN_MODES))),
     "train.log_every": _int_at_least(1),
@@ -344,13 +346,21 @@ def _library_choice_problems(config) -> list[str]:
 
 
 def _batch_problems(config, device_count: int) -> list[str]:
+    shards, num_seeds = _get(config, "train.seed_shards"), _get(config, "train.num_seeds")
+    shards = shards if _is_int(shards) and shards >= 1 else 1
+    num_seeds = num_seeds if _is_int(num_seeds) and num_seeds >= 1 else 1
     problems = []
+    if device_count % shards or num_seeds % shards:
+        problems.append(f"config.train.seed_shards={shards} must divide both the {device_count} devices "
+                        f"and config.train.num_seeds={num_seeds}; e.g. --config.train.seed_shards=1")
+        shards = 1
+    per_seed = device_count // shards  # devices that split each seed's batch
     for section in stage_sections(config):
         batch = config[section].batch_size
-        if _is_int(batch) and batch >= 1 and batch % device_count:
-            fix = device_count * max(1, round(batch / device_count))
-            problems.append(f"config.{section}.batch_size={batch} is not divisible by the {device_count} "
-                            f"devices; e.g. --config.{section}.batch_size={fix}")
+        if _is_int(batch) and batch >= 1 and batch % per_seed:
+            fix = per_seed * max(1, round(batch / per_seed))
+            problems.append(f"config.{section}.batch_size={batch} is not divisible by the {per_seed} "
+                            f"devices of the mesh's data axis; e.g. --config.{section}.batch_size={fix}")
     return problems
 
 

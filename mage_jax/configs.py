@@ -91,6 +91,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.bc.layers = 3  # hidden layers of the MLP
 
     c.train = ml_collections.ConfigDict()
+    # Training seeds config.seed + 0..num_seeds-1, trained together as one vmapped program (every stage,
+    # BC too) and evaluated together: eval_results.json then reports each seed and the IQM across them.
+    c.train.num_seeds = 1
+    c.train.seed_shards = 1  # devices the seeds are split over (the rest split each seed's batch)
     c.train.steps_per_call = 10  # updates per call, to amortise dispatch and host round-trips
     c.train.scan_updates = "auto"  # a call's updates as one lax.scan: 'auto' (not on CPU), 'always', 'never'
     c.train.log_every = 100  # steps between metric writes

@@ -8,12 +8,16 @@ import types
 
 import gymnasium as gym
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from mage_jax.evaluation import envs, plots, results, rollout, scoring
+from mage_jax.evaluation import results as results_lib
 from mage_jax.evaluation.envs import EvalEnvSpec, make_env_spec_from_id, make_eval_envs
+from mage_jax.evaluation.sharded import shard_policy
 from mage_jax.robotics_envs import register_robotics_envs
+from mage_jax.training import sharding
 
 
 # --------------------------------------------------------------------------- fake env
@@ -460,3 +464,43 @@ def test_per_scale_metrics_share_one_panel_and_single_points_show(tmp_path):
             assert line.get_marker() not in ("", "None", None) and line.get_markersize() > 0
     paths = plots.plot_learning_curves(str(metrics), str(tmp_path))
     assert [os.path.basename(p) for p in paths] == ["learning_curves_transformer_val.png"]
+
+
+# --------------------------------------------------------------------------- several training seeds
+def test_several_training_seeds_run_in_one_rollout_and_report_iqm_and_interval():
+    """`repeats` = 3 training seeds, each acting on its own block of the same evaluation seeds through
+    a policy vmapped over stacked params; the record has each seed and the statistics across them."""
+    mesh = sharding.make_data_mesh(jax.devices()[:1])
+    params = {"gain": np.array([0.0, 0.5, 1.0], np.float32)}  # training seeds 7, 8, 9
+
+    def act(params, observations, returns_to_go, key):  # reward 1 + gain per step
+        return jnp.zeros((observations.shape[0], 2)).at[:, 0].set(params["gain"])
+
+    policy = shard_policy(act, params, mesh, num_stacked=3)
+    result = rollout.evaluate_policy(policy, countdown_spec(), num_seeds=SEEDS, seed_offset=0,
+                                     obs_family="box", target_return=10.0, vector="sync",
+                                     progress=False, repeats=3)
+    np.testing.assert_array_equal(result.seeds, np.tile(np.arange(SEEDS), 3))
+    spec = countdown_spec()
+    record = results_lib.build_seed_results(result, [7, 8, 9], spec, dataset_id="test/x/y-v0")
+    h = horizons()
+    assert record["training_seeds"] == [7, 8, 9] and record["num_seeds"] == SEEDS
+    assert record["seeds"] == list(range(SEEDS))
+    for block, seed in enumerate(record["per_training_seed"]):
+        assert seed["seed"] == 7 + block
+        np.testing.assert_allclose([r["return"] for r in seed["per_seed"]], h * (1 + 0.5 * block))
+    means = np.array([h.mean() * (1 + 0.5 * b) for b in range(3)])
+    over = record["over_training_seeds"]
+    assert over["metric"] == "return" and over["n"] == 3
+    np.testing.assert_allclose(over["per_seed"], means)
+    np.testing.assert_allclose(over["mean"], means.mean())
+    np.testing.assert_allclose(over["stderr"], means.std(ddof=1) / np.sqrt(3))
+    np.testing.assert_allclose(over["iqm"], means.mean())  # 3 runs: nothing is trimmed
+    assert means.min() <= over["iqm_ci95"][0] < over["iqm_ci95"][1] <= means.max()
+    assert record["headline"]["n"] == 3 and record["headline"]["mean"] == over["mean"]
+    assert record["aggregate"]["return"]["n"] == 3 * SEEDS  # every episode, pooled
+    assert [r["training_seed"] for r in record["per_seed"]] == [7] * SEEDS + [8] * SEEDS + [9] * SEEDS
+    table = results_lib.format_score_table(record)
+    assert "3 training seeds x 8 seeds" in table and "seed 9" in table and "IQM" in table
+    # The same scores always give the same interval.
+    assert results_lib.seed_statistics(means)["iqm_ci95"] == over["iqm_ci95"]

@@ -247,11 +247,34 @@ for devices in (jax.devices()[:1], jax.devices()):
     results.append(jax.tree.leaves(jax.device_get(state.params)))
 for a, b in zip(*results):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+# Two training seeds stacked (train.num_seeds = 2): on one device, split over the two devices' `seed`
+# axis, and each seed's batch split over their `data` axis.
+from mage_jax.training import seeds
+stacked = []
+for devices, seed_shards in ((jax.devices()[:1], 1), (jax.devices(), 2), (jax.devices(), 1)):
+    mesh = sharding.make_data_mesh(devices, seed_shards=seed_shards)
+    data = make_segment_data(eps, compute_norm_stats(eps), max_horizon=32, sharding=sharding.replicated(mesh))
+    where = seeds.state_sharding(mesh, True)
+    keys = seeds.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(5)])
+    state = jax.jit(jax.vmap(lambda k: create_stage1_state(c, k, 3, 2)), out_shardings=where)(keys)
+    step = make_multi_step(make_stage1_step(c), 32, 32, 3, mesh, jax.tree.map(lambda x: x.sharding, state),
+                           stacked=True)
+    train_keys = sharding.global_array(np.asarray(seeds.stack([jax.random.PRNGKey(1)] * 2)), where)
+    state, _ = step(state, data, train_keys)
+    stacked.append(jax.tree.leaves(jax.device_get(state.params)))
+for other in stacked[1:]:
+    for a, b in zip(stacked[0], other):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+# Seed 0 of the stacked runs is the one-seed run above.
+for a, b in zip(results[0], stacked[0]):
+    np.testing.assert_allclose(b[0], a, rtol=2e-5, atol=2e-6)
 print("SAME", len(results[0]))
 """
 
 
 def test_two_emulated_devices_give_the_single_device_parameters():
+    """Batch split over the devices, and two stacked training seeds split by seed or by batch."""
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
            "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", TWO_DEVICES], cwd=REPO, env=env, capture_output=True,

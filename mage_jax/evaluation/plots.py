@@ -5,7 +5,8 @@ plotting works headless and from any thread.
   * `plot_learning_curves(metrics.jsonl, workdir)`: one PNG per training stage, a panel per metric
     against the step. Families share a panel, one line each: vector metrics logged as `name/i`, and
     per-scale metrics `name_scale_k` (one line per scale k, coarse to fine along a colour map). Every
-    line has markers, so a metric logged once (a stage's only validation) still shows.
+    line has markers, so a metric logged once (a stage's only validation) still shows. A run of
+    several training seeds draws each seed's curve thin behind their mean.
   * `plot_seed_scores(eval_results, workdir)`: a bar per evaluation seed of the headline score.
   * `plot_plan(states (K, H, S), maze, workdir)`: the decoded plan after each of the K scales drawn
     over the maze walls (states' first two dims are the x, y position).
@@ -27,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 PLOTS_DIRNAME = "plots"
-_NON_METRIC_KEYS = ("stage", "step", "time")
+_NON_METRIC_KEYS = ("stage", "step", "time", "seed")
 _SCALE_METRIC = re.compile(r"(.+)_scale_(\d+)")  # accuracy_scale_3: (accuracy, 3)
 _BY_SCALE = " by scale"
 
@@ -64,19 +65,23 @@ def plot_learning_curves(metrics_path: str, workdir: str) -> list[str]:
 def learning_curve_figures(metrics_path: str) -> dict[str, Figure]:
     """The learning-curve figure of each stage in metrics.jsonl, by stage, unsaved."""
     by_stage: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    # stage -> training seed -> metric -> points (records with a "seed": one seed of several)
+    by_seed: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for record in read_metrics(metrics_path):
         stage, step = record.get("stage", "train"), record.get("step")
         if step is None:
             continue
+        target = by_stage[str(stage)] if "seed" not in record else by_seed[str(stage)][record["seed"]]
         for name, value in record.items():
             if name not in _NON_METRIC_KEYS and isinstance(value, (int, float)) \
                     and not isinstance(value, bool):
-                by_stage[str(stage)][name].append((float(step), float(value)))
+                target[name].append((float(step), float(value)))
     if not by_stage:
         raise ValueError(f"{metrics_path} holds no (stage, step, metric) records to plot")
     figures = {}
     for stage, metrics in by_stage.items():
         panels = _group_panels(metrics)
+        seed_panels = [_group_panels(m) for m in by_seed.get(stage, {}).values()]
         cols = min(3, len(panels))
         rows = math.ceil(len(panels) / cols)
         fig = Figure(figsize=(4.5 * cols, 3.2 * rows), layout="constrained")
@@ -84,6 +89,9 @@ def learning_curve_figures(metrics_path: str) -> dict[str, Figure]:
             ax = fig.add_subplot(rows, cols, index + 1)
             colors = _line_colors(len(series), by_scale=panel.endswith(_BY_SCALE))
             for (label, points), color in zip(series.items(), colors, strict=True):
+                for seed_points in (p.get(panel, {}).get(label) for p in seed_panels):
+                    if seed_points:
+                        ax.plot(*np.array(sorted(seed_points)).T, color=color, linewidth=0.6, alpha=0.35)
                 steps, values = np.array(sorted(points)).T
                 # Markers (on at most ~20 points of a long curve) so that a single point shows.
                 ax.plot(steps, values, label=label, color=color, linewidth=1.2, marker="o",

@@ -3,6 +3,12 @@
 `build_results` (pure) assembles the record from a rollout, the env it ran in and the dataset's
 reference scores; `write_eval_results` writes it atomically into the workdir; `format_score_table`
 renders it for the log.
+
+A run of several training seeds (`train.num_seeds` = N > 1) adds `training_seeds`,
+`per_training_seed` (each seed's `aggregate` and `per_seed`) and `over_training_seeds` (the headline
+metric's mean, standard error, interquartile mean and 95% stratified-bootstrap interval of the IQM
+across training seeds, by `rliable`); its `aggregate` pools all N x eval.num_seeds episodes, and its
+`headline` is the mean and standard error across training seeds.
 """
 
 from __future__ import annotations
@@ -10,13 +16,20 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from mage_jax.evaluation.envs import EvalEnvSpec
 from mage_jax.evaluation.rollout import RolloutResult
-from mage_jax.evaluation.scoring import headline_label, headline_metric, score_episodes
+from mage_jax.evaluation.scoring import (
+    headline_label,
+    headline_metric,
+    mean_and_stderr,
+    score_episodes,
+)
 
 RESULTS_FILENAME = "eval_results.json"
 _METRIC_ORDER = ("d4rl_score", "normalized_score", "return", "success_rate", "tasks_completed",
@@ -59,6 +72,47 @@ def build_results(rollout: RolloutResult, env_spec: EvalEnvSpec, *, dataset_id: 
     return _jsonable(results)
 
 
+def build_seed_results(rollout: RolloutResult, training_seeds: Sequence[int], env_spec: EvalEnvSpec,
+                       **kwargs) -> dict:
+    """The record of a rollout of N training seeds (`evaluate_policy(..., repeats=N)`); `kwargs` as
+    for `build_results`."""
+    parts = [build_results(rollout.part(i, len(training_seeds)), env_spec, **kwargs)
+             for i in range(len(training_seeds))]
+    results = build_results(rollout, env_spec, **kwargs)
+    for record, seed in zip(results["per_seed"], np.repeat(training_seeds, len(parts[0]["per_seed"])),
+                            strict=True):
+        record["training_seed"] = int(seed)
+    metric = results["headline"]["metric"]
+    over = seed_statistics([p["headline"]["mean"] for p in parts])
+    results.update(
+        num_seeds=parts[0]["num_seeds"], seeds=parts[0]["seeds"],
+        headline={**results["headline"], **{k: over[k] for k in ("mean", "stderr", "n")}},
+        training_seeds=[int(s) for s in training_seeds],
+        per_training_seed=[{"seed": int(s), "aggregate": p["aggregate"], "per_seed": p["per_seed"]}
+                           for s, p in zip(training_seeds, parts, strict=True)],
+        over_training_seeds={"metric": metric, **over})
+    return _jsonable(results)
+
+
+def seed_statistics(scores: Sequence[float], reps: int = 2000) -> dict:
+    """Mean, standard error, interquartile mean and the IQM's 95% stratified-bootstrap interval of
+    per-training-seed scores (rliable's, as published comparisons report them; fixed resampling
+    seed, so the same scores give the same interval)."""
+    from rliable import library, metrics  # lazy: it imports pandas and arch (seconds)
+
+    values = np.asarray(scores, np.float64).reshape(-1, 1)  # runs x tasks
+    mean, stderr = mean_and_stderr(values)
+    iqm = float(metrics.aggregate_iqm(values))
+    with warnings.catch_warnings():  # arch deprecates the RandomState rliable hands it
+        warnings.simplefilter("ignore", FutureWarning)
+        _, intervals = library.get_interval_estimates(
+            {"scores": values}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
+            random_state=np.random.RandomState(0))
+    low, high = (float(v) for v in np.asarray(intervals["scores"]).reshape(-1))
+    return {"mean": mean, "stderr": stderr, "iqm": iqm, "iqm_ci95": [low, high],
+            "n": int(values.shape[0]), "per_seed": [float(v) for v in values[:, 0]]}
+
+
 def write_eval_results(workdir: str, results: dict, filename: str = RESULTS_FILENAME) -> str:
     """Write `results` to workdir/filename (via a temporary file, so readers never see half a file)."""
     os.makedirs(workdir, exist_ok=True)
@@ -85,9 +139,11 @@ def format_score_table(results: dict) -> str:
     """A plain-text table of the aggregate scores (mean +- stderr over seeds) and the timing."""
     env = results.get("env", {})
     step = results.get("checkpoint_step")
+    seeds = f"{results.get('num_seeds', '?')} seeds"
+    if results.get("training_seeds"):
+        seeds = f"{len(results['training_seeds'])} training seeds x {seeds}"
     lines = [f"{results.get('dataset_id', '?')} | env {env.get('env_id', '?')} "
-             f"({results.get('family', '?')}) | checkpoint step {'-' if step is None else step} | "
-             f"{results.get('num_seeds', '?')} seeds"]
+             f"({results.get('family', '?')}) | checkpoint step {'-' if step is None else step} | {seeds}"]
     label = results.get("headline", {}).get("label")
     if label:
         lines.append(f"  headline: {results['headline']['metric']} = {label}")
@@ -98,6 +154,16 @@ def format_score_table(results: dict) -> str:
     for name in names:
         entry = aggregate[name]
         lines.append(f"  {name:<18}{entry['mean']:>12.3f}{entry['stderr']:>10.3f}{entry['n']:>6d}")
+    over = results.get("over_training_seeds")
+    if over:
+        metric = over["metric"]
+        lines.append(f"  {metric} by training seed (mean ± stderr over evaluation seeds):")
+        for seed in results.get("per_training_seed", []):
+            entry = seed["aggregate"][metric]
+            lines.append(f"    seed {seed['seed']:<8}{entry['mean']:>10.3f} ± {entry['stderr']:.3f}")
+        low, high = over["iqm_ci95"]
+        lines.append(f"  over {over['n']} training seeds: mean {over['mean']:.3f} ± {over['stderr']:.3f}, "
+                     f"IQM {over['iqm']:.3f} (95% CI {low:.3f} to {high:.3f})")
     timing = results.get("timing", {})
     if timing:
         lines.append(f"  wall {timing.get('wall_time_s', 0.0):.1f} s | env "

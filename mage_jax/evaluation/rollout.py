@@ -54,6 +54,20 @@ class RolloutResult:
     def num_seeds(self) -> int:
         return int(self.seeds.shape[0])
 
+    def part(self, index: int, parts: int) -> RolloutResult:
+        """Episodes `index` of `parts` equal consecutive blocks (one training seed of a `repeats`
+        rollout); the timing is the whole rollout's."""
+        n = self.num_seeds // parts
+        block = slice(index * n, (index + 1) * n)
+
+        def cut(x):
+            return None if x is None else x[block]
+
+        return dataclasses.replace(
+            self, seeds=self.seeds[block], returns=self.returns[block], lengths=self.lengths[block],
+            success=cut(self.success), first_success_step=cut(self.first_success_step),
+            task_steps=cut(self.task_steps), final_returns_to_go=self.final_returns_to_go[block])
+
     @property
     def tasks_completed(self) -> np.ndarray | None:
         """(N,) int distinct kitchen tasks completed."""
@@ -137,8 +151,13 @@ def evaluate_policy(policy: Policy, env_spec: EvalEnvSpec, num_seeds: int, seed_
                     decrement_return: bool = True, rtg_scale: float = 1.0, vector: str = "auto",
                     action_chunk: int = 1, progress: bool = True,
                     key: jax.Array | None = None,
-                    vector_env: gym.vector.VectorEnv | None = None) -> RolloutResult:
+                    vector_env: gym.vector.VectorEnv | None = None,
+                    repeats: int = 1) -> RolloutResult:
     """Run one episode on each of the seeds `seed_offset + 0 .. num_seeds - 1` (see module docstring).
+
+    `repeats` = R runs those seeds R times over, as R x num_seeds envs stepped together (the seeds
+    tiled: envs r * num_seeds + i have seed `seed_offset + i`), e.g. one copy per training seed of a
+    policy that acts for several (`train.num_seeds`); the result has R x num_seeds episodes.
 
     `target_return` (scalar or (N,)) is the initial unscaled return-to-go; with `decrement_return`
     each seed's return-to-go drops by its own reward every step. `vector_env` (from
@@ -152,11 +171,12 @@ def evaluate_policy(policy: Policy, env_spec: EvalEnvSpec, num_seeds: int, seed_
         raise ValueError(f"action_chunk must be >= 1, got {action_chunk} (config.eval.action_chunk)")
     if rtg_scale <= 0:
         raise ValueError(f"rtg_scale must be > 0, got {rtg_scale}")
+    seeds = np.tile(seed_offset + np.arange(num_seeds), repeats)
+    num_seeds = seeds.shape[0]  # from here on: envs
     rtg = np.array(np.broadcast_to(np.asarray(target_return, np.float64), (num_seeds,)))
     if not np.all(np.isfinite(rtg)):
         raise ValueError(f"target_return must be finite, got {target_return}")
     key = jax.random.PRNGKey(0) if key is None else key
-    seeds = seed_offset + np.arange(num_seeds)
 
     if vector_env is not None and vector_env.num_envs != num_seeds:
         raise ValueError(f"the given vector env has {vector_env.num_envs} envs, but num_seeds is "

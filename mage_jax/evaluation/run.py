@@ -17,11 +17,17 @@ from absl import logging
 from mage_jax.data.observations import flatten_observations
 from mage_jax.evaluation import plots
 from mage_jax.evaluation.envs import EvalEnvSpec, make_eval_envs
-from mage_jax.evaluation.results import build_results, format_score_table, write_eval_results
+from mage_jax.evaluation.results import (
+    build_results,
+    build_seed_results,
+    format_score_table,
+    write_eval_results,
+)
 from mage_jax.evaluation.rollout import evaluate_policy
 from mage_jax.evaluation.scoring import reference_scores
 from mage_jax.evaluation.sharded import shard_policy
 from mage_jax.training import sharding as sharding_lib
+from mage_jax.training.seeds import select
 from mage_jax.training.sharding import global_array
 
 MAZE_FAMILIES = ("pointmaze", "antmaze")
@@ -45,23 +51,27 @@ def evaluate_run(ctx: Any, act: Callable, params: Any, step: int, *, plan: Calla
     env_spec = env_spec or make_eval_envs(ctx.dataset, config.data.obs_family,
                                           max_steps=config.eval.max_steps, multi=config.eval.multi)
     target = target_return(config, ctx.meta)
+    training_seeds = ctx.seeds or ()  # several training seeds: one block of envs each
     rollout = evaluate_policy(
-        shard_policy(act, params, ctx.mesh), env_spec,
+        shard_policy(act, params, ctx.mesh, len(training_seeds)), env_spec,
+        repeats=max(1, len(training_seeds)),
         num_seeds=config.eval.num_seeds, seed_offset=config.eval.seed_offset,
         obs_family=config.data.obs_family, target_return=target,
         decrement_return=config.eval.decrement_return, vector=config.eval.vector_env,
         action_chunk=config.eval.action_chunk, key=jax.random.PRNGKey(config.eval.seed_offset),
         progress=sharding_lib.is_main_process())
-    results = build_results(
-        rollout, env_spec, dataset_id=config.data.dataset_id, checkpoint_step=step,
-        ref_scores=reference_scores(ctx.dataset),
-        extra={"algorithm": config.get("algorithm", "mage"), "target_return": target,
-               "learned_target": bool(config.eval.learned_target)})
+    kwargs = dict(dataset_id=config.data.dataset_id, checkpoint_step=step,
+                  ref_scores=reference_scores(ctx.dataset),
+                  extra={"algorithm": config.get("algorithm", "mage"), "target_return": target,
+                         "learned_target": bool(config.eval.learned_target)})
+    results = (build_seed_results(rollout, training_seeds, env_spec, **kwargs) if training_seeds
+               else build_results(rollout, env_spec, **kwargs))
     # Every process computes the plan (its params span all of them); process 0 draws it.
     plan_states = None
     if final:
         try:
-            plan_states = _plan_states(ctx, env_spec, plan, params, target)
+            # The first training seed's plan.
+            plan_states = _plan_states(ctx, env_spec, plan, select(params, 0, ctx.stacked), target)
         except Exception as error:  # noqa: BLE001 - a picture must not lose the results
             logging.warning("coarse-to-fine plan skipped: %s", error)
     if not sharding_lib.is_main_process():
@@ -69,6 +79,9 @@ def evaluate_run(ctx: Any, act: Callable, params: Any, step: int, *, plan: Calla
     name = "eval_results.json" if final else f"eval_results_{stage}_{step}.json"
     path = write_eval_results(ctx.workdir, results, filename=name)
     ctx.writer.write("eval", step, {f"eval_{k}": v["mean"] for k, v in results["aggregate"].items()})
+    for seed in results.get("per_training_seed", []):
+        ctx.writer.write("eval", step, {f"eval_{k}": v["mean"] for k, v in seed["aggregate"].items()},
+                         seed=seed["seed"])
     print(format_score_table(results))
     print(f"results: {path}")
     if final:

@@ -16,8 +16,10 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-# Config sections whose change makes an old checkpoint meaningless for the current run.
+# Config sections whose change makes an old checkpoint meaningless for the current run, and single
+# fields (the number of stacked training seeds is the states' leading axis).
 _MUST_MATCH = ("data", "model")
+_MUST_MATCH_FIELDS = ("train.num_seeds",)
 # The compute dtype changes no parameter: a float32 run resumes or evaluates in bfloat16 and back.
 _MAY_DIFFER = {"data.download", "data.generator", "data.generator_kwargs", "model.dtype"}
 
@@ -40,7 +42,7 @@ def _flatten(d: Any, prefix: str = "") -> dict:
 
 
 # Fields newer than some saved runs, with the value those runs had before the field existed.
-_ADDED_LATER = {"data.rtg_bootstrap": False}
+_ADDED_LATER = {"data.rtg_bootstrap": False, "train.num_seeds": 1}
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
@@ -56,6 +58,11 @@ def config_differences(saved: dict, current: dict) -> list[str]:
             if a.get(key, "<absent>") != b.get(key, "<absent>"):
                 diffs.append(f"{key}: checkpoint {a.get(key, '<absent>')!r}, "
                              f"this run {b.get(key, '<absent>')!r}")
+    for key in _MUST_MATCH_FIELDS:
+        ours = _flatten(current).get(key, _ADDED_LATER.get(key))
+        theirs = _flatten(saved).get(key, _ADDED_LATER.get(key))
+        if ours != theirs:
+            diffs.append(f"{key}: checkpoint {theirs!r}, this run {ours!r}")
     return diffs
 
 

@@ -37,6 +37,7 @@ from mage_jax.data.sampler import SegmentData, sample_segments
 from mage_jax.models.autoencoder import inverse_head_params, with_inverse_head
 from mage_jax.models.sampling import sample_with_trace, sampling_options
 from mage_jax.training import optim
+from mage_jax.training.seeds import per_seed
 from mage_jax.training.stage1 import masked_action_error
 from mage_jax.training.stage2 import encode_token_maps
 
@@ -89,26 +90,31 @@ def sample_plan_buffer(buffer: PlanBuffer, key: jax.Array, batch_size: int, hori
 
 def make_plan_buffer(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Any, ae_params: Any,
                      tf_params: Any, data: SegmentData, key: jax.Array, sharding=None,
-                     progress: Callable[[int], None] | None = None) -> PlanBuffer:
+                     progress: Callable[[int], None] | None = None,
+                     stacked: bool = False) -> PlanBuffer:
     """Sample `config.head.plan_buffer` plans (windows drawn as in training, `head.true_scales` true
-    coarse scales), `head.batch_size` x 8 windows per jitted call; deterministic in `key`."""
+    coarse scales), `head.batch_size` x 8 windows per jitted call; deterministic in `key`.
+    `stacked`: the params and keys have a leading seed axis, and so does the buffer (N, size, ...)."""
     size, chunk = int(config.head.plan_buffer), 8 * int(config.head.batch_size)
     options = sampling_options(config.eval)
 
-    @jax.jit
-    def sample_chunk(ae_params, tf_params, data, chunk_key):
+    def sample_chunk(ae_params, tf_params, data, key, index):
+        chunk_key = jax.random.fold_in(key, index)
         window_key, plan_key = jax.random.split(chunk_key)
         batch = sample_segments(data, window_key, chunk, config.data.horizon)
         f_hat = generated_plans(tf_model, ae_model, tf_params, ae_params, batch, plan_key, options,
                                 config.head.true_scales)
         return plan_batch(f_hat, batch, ae_model.action_horizon)
 
+    sample = jax.jit(per_seed(sample_chunk, stacked, in_axes=(0, 0, None, 0, None)))
     chunks = []
     for i in range(-(-size // chunk)):
-        chunks.append(jax.device_get(sample_chunk(ae_params, tf_params, data, jax.random.fold_in(key, i))))
+        chunks.append(jax.device_get(sample(ae_params, tf_params, data, key, i)))
         if progress is not None:
             progress(min((i + 1) * chunk, size))
-    plans = jax.tree.map(lambda *xs: np.concatenate(xs)[:size], *chunks)
+    axis = 1 if stacked else 0
+    plans = jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis).take(np.arange(size), axis=axis),
+                         *chunks)
     return PlanBuffer(jax.device_put(plans, sharding))
 
 

@@ -24,6 +24,7 @@ from absl import logging
 
 from mage_jax.data.sampler import sample_segments
 from mage_jax.progress import progress_bar
+from mage_jax.training import seeds
 from mage_jax.training import sharding as sharding_lib
 from mage_jax.training.checkpoints import StageCheckpointer
 from mage_jax.training.metrics_writer import MetricsWriter
@@ -65,34 +66,45 @@ class StageRun:
     scan_updates: str = "auto"  # 'auto' | 'always' | 'never': see `make_multi_step`
     # (data, key, batch_size, horizon) -> batch, jit-able: training windows, or buffered plans (stage 3)
     sample: Callable[..., dict] = sample_segments
+    # Training seeds of a stacked state (`seeds.py`; None: one unstacked seed); whether the data is
+    # per seed too (stage 3's plan buffers)
+    seeds: tuple[int, ...] | None = None
+    data_per_seed: bool = False
 
 
 def _multi_step_programs(step_fn: StepFn, batch_size: int, horizon: int, mesh, state_sharding,
-                         scan: bool, sample: Callable[..., dict] = sample_segments
+                         scan: bool, sample: Callable[..., dict] = sample_segments,
+                         stacked: bool = False, data_per_seed: bool = False
                          ) -> Callable[[int], Callable]:
-    """`programs(n)` -> the callable running n updates; built (and compiled) once per n.
+    """`programs(n)` -> the callable `(state, data, stage_key, frozen) -> (state, metrics)` running n
+    updates; built (and compiled) once per n.
 
     Scanned: one jitted `lax.scan` per call size (the full calls and at most one shorter tail).
     Dispatched: a single jitted update shared by every call size, so the tail compiles nothing new.
+    `stacked`: the state, stage key and frozen inputs carry a leading seed axis (`seeds.py`), and so
+    does the data when `data_per_seed`; each update is vmapped over it.
     """
     batch_sharding = sharding_lib.batch_sharded(mesh)
     replicated = sharding_lib.replicated(mesh)
-    jit = functools.partial(jax.jit, in_shardings=(state_sharding, replicated, replicated),
+    # None: the data, keys and frozen inputs keep the shardings they were placed with.
+    jit = functools.partial(jax.jit, in_shardings=(state_sharding, None, None, None),
                             out_shardings=(state_sharding, replicated), donate_argnums=0)
 
-    def update(state, data, stage_key):
+    def update_one(state, data, stage_key, frozen):
         step_key = jax.random.fold_in(stage_key, state.step)
         data_key, update_key = jax.random.split(step_key)
         batch = sample(data, data_key, batch_size, horizon)
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        return step_fn(state, batch, update_key)
+        return step_fn(state, batch, update_key, *(() if frozen is None else (frozen,)))
+
+    update = seeds.per_seed(update_one, stacked, in_axes=(0, 0 if data_per_seed else None, 0, 0))
 
     if scan:
         @functools.cache
         def scanned(num_updates: int) -> Callable:
-            def scanned_updates(state, data, stage_key):
+            def scanned_updates(state, data, stage_key, frozen):
                 # Pure device code: nothing in the scan body calls back to or waits for the host.
-                return jax.lax.scan(lambda s, _: update(s, data, stage_key), state, None,
+                return jax.lax.scan(lambda s, _: update(s, data, stage_key, frozen), state, None,
                                     length=num_updates)
 
             return jit(scanned_updates)
@@ -103,10 +115,10 @@ def _multi_step_programs(step_fn: StepFn, batch_size: int, horizon: int, mesh, s
 
     @functools.cache
     def dispatched(num_updates: int) -> Callable:
-        def run(state, data, stage_key):
+        def run(state, data, stage_key, frozen):
             metrics = []
             for _ in range(num_updates):
-                state, m = jitted_update(state, data, stage_key)
+                state, m = jitted_update(state, data, stage_key, frozen)
                 metrics.append(m)
             # Stacked on the host: eager `jnp.stack` would compile a concatenate per call size.
             # The caller reads the metrics right away, so this waits no longer than it would.
@@ -119,8 +131,10 @@ def _multi_step_programs(step_fn: StepFn, batch_size: int, horizon: int, mesh, s
 
 
 def make_multi_step(step_fn: StepFn, batch_size: int, horizon: int, num_updates: int, mesh,
-                    state_sharding, scan_updates: str = "auto") -> Callable:
-    """`num_updates` updates (each sampling its own batch on device) per call, state donated.
+                    state_sharding, scan_updates: str = "auto", stacked: bool = False) -> Callable:
+    """`num_updates` updates (each sampling its own batch on device) per call, state donated:
+    `(state, data, stage_key, frozen=None) -> (state, metrics)` (`frozen`: see `run_stage`;
+    `stacked`: a state, key and frozen inputs of several training seeds, see `seeds.py`).
 
     Returns `(state, metrics)` with every metric stacked over the updates, shape (num_updates, ...).
     `scan_updates` (config `train.scan_updates`) picks how the updates run:
@@ -134,8 +148,9 @@ def make_multi_step(step_fn: StepFn, batch_size: int, horizon: int, num_updates:
 
     Both give the same updates: randomness is `fold_in(stage_key, step)` either way.
     """
-    return _multi_step_programs(step_fn, batch_size, horizon, mesh, state_sharding,
-                                scans_updates(scan_updates))(num_updates)
+    program = _multi_step_programs(step_fn, batch_size, horizon, mesh, state_sharding,
+                                   scans_updates(scan_updates), stacked=stacked)(num_updates)
+    return lambda state, data, stage_key, frozen=None: program(state, data, stage_key, frozen)
 
 
 class _SigtermFlag:
@@ -171,22 +186,25 @@ def _first_non_finite(metrics: dict, keys: tuple[str, ...]) -> tuple[int, str] |
 def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array, mesh,
               checkpointer: StageCheckpointer, meta: dict, writer: MetricsWriter,
               on_call_end: Callable[[int, Any], None] | None = None,
-              validate: Callable[[Any], dict] | None = None):
+              validate: Callable[[Any], dict] | None = None, frozen: Any = None):
     """Train `state` from its current step to `run.num_steps`; returns the final state.
 
-    `validate(state.params) -> {name: float}` (held-out metrics) runs every `run.val_every` steps and
-    at the end; its values go to the metrics log as stage `<name>_val`.
+    `frozen`: parameters the stage reads but does not train (per seed, like the state); when given,
+    the update calls `step_fn(state, batch, key, frozen)`.
+    `validate(state.params) -> {name: float}` (held-out metrics; per seed when stacked) runs every
+    `run.val_every` steps and at the end; its values go to the metrics log as stage `<name>_val`.
 
     Raises `Preempted` after checkpointing when SIGTERM arrives, and `NonFiniteLossError` (without
     checkpointing the bad state) when a loss stops being finite.
     """
-    start = int(jax.device_get(state.step))
+    start = seeds.current_step(state)
     if start >= run.num_steps:
         logging.info("%s: already at step %d of %d, nothing to train", run.name, start, run.num_steps)
         return state
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     programs = _multi_step_programs(step_fn, run.batch_size, run.horizon, mesh, state_sharding,
-                                    scans_updates(run.scan_updates), run.sample)
+                                    scans_updates(run.scan_updates), run.sample,
+                                    stacked=run.seeds is not None, data_per_seed=run.data_per_seed)
     pending: list[dict] = []
     step = start
     show_progress = sharding_lib.is_main_process()
@@ -194,7 +212,7 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
                                                  disable=not show_progress, dynamic_ncols=True) as bar:
         while step < run.num_steps:
             n = min(run.steps_per_call, run.num_steps - step)
-            state, metrics = programs(n)(state, data, stage_key)
+            state, metrics = programs(n)(state, data, stage_key, frozen)
             metrics = jax.device_get(metrics)  # (n, ...) per update; a few scalars
             bad = _first_non_finite(metrics, run.loss_keys)
             if bad is not None:
@@ -207,10 +225,10 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
             previous, step = step, step + n
             pending.append(metrics)
             bar.update(n)
-            bar.set_postfix(loss=f"{float(np.mean(metrics[run.loss_keys[0]])):.4g}")
+            bar.set_postfix(loss=f"{float(np.mean(metrics[run.loss_keys[0]])):.4g}")  # over seeds too
             if step // run.log_every > previous // run.log_every or step == run.num_steps:
                 merged = jax.tree.map(lambda *xs: np.concatenate(xs).mean(axis=0), *pending)
-                writer.write(run.name, step, merged)
+                writer.write(run.name, step, merged, seeds=run.seeds)
                 pending = []
             done = step == run.num_steps
             # Every process stops at the same step when any of them got SIGTERM (each must save).
@@ -222,9 +240,10 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
             if validate is not None and (done or (run.val_every > 0 and
                                                   step // run.val_every > previous // run.val_every)):
                 values = validate(state.params)
-                writer.write(f"{run.name}_val", step, values)
-                logging.info("%s validation at step %d: %s", run.name, step,
-                             ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+                writer.write(f"{run.name}_val", step, values, seeds=run.seeds)
+                logging.info("%s validation at step %d%s: %s", run.name, step,
+                             "" if run.seeds is None else " (mean over seeds)",
+                             ", ".join(f"{k} {np.mean(v):.4g}" for k, v in values.items()))
             if stopping:
                 writer.flush()
                 raise Preempted(f"{run.name}: SIGTERM at step {step}; checkpoint saved in "

@@ -1,4 +1,8 @@
-"""Metrics to TensorBoard event files and to `metrics.jsonl` (one JSON object per write)."""
+"""Metrics to TensorBoard event files and to `metrics.jsonl` (one JSON object per write).
+
+With several training seeds (`train.num_seeds`), each write is one record of the mean over seeds
+(as a one-seed run writes it) and one record per seed that carries its `"seed"`.
+"""
 
 from __future__ import annotations
 
@@ -35,15 +39,27 @@ class MetricsWriter:
 
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-    def write(self, stage: str, step: int, metrics: dict) -> None:
+    def write(self, stage: str, step: int, metrics: dict, seeds: tuple[int, ...] | None = None,
+              seed: int | None = None) -> None:
+        """`seeds`: the metrics have a leading axis over these training seeds; `seed`: the metrics
+        are one training seed's."""
         if not self.enabled:
             return
-        scalars = _scalars(metrics)
-        for name, value in scalars.items():
-            self._tb.add_scalar(f"{stage}/{name}", value, step)
-        record = {"stage": stage, "step": int(step), "time": time.time(), **scalars}
+        now = time.time()
+        if seeds is None:
+            records = [(seed, _scalars(metrics))]
+        else:
+            arrays = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
+            records = [(None, _scalars({k: v.mean(axis=0) for k, v in arrays.items()}))]
+            records += [(s, _scalars({k: v[i] for k, v in arrays.items()})) for i, s in enumerate(seeds)]
         with open(self.jsonl_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            for seed, scalars in records:
+                tag = stage if seed is None else f"{stage}_seed{seed}"
+                for name, value in scalars.items():
+                    self._tb.add_scalar(f"{tag}/{name}", value, step)
+                extra = {} if seed is None else {"seed": seed}
+                f.write(json.dumps({"stage": stage, "step": int(step), "time": now, **extra,
+                                    **scalars}) + "\n")
 
     def flush(self) -> None:
         if self._tb is not None:

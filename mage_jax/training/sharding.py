@@ -1,4 +1,6 @@
-"""One data-parallel device mesh for the whole run: batch sharded on `data`, state replicated.
+"""One device mesh for the whole run: (`seed`, `data`). Training seeds (`train.num_seeds`) are split
+over `seed`, each seed's batch over `data`; with one seed shard (the default) it is plain data
+parallelism, the batch sharded on `data` and the state replicated.
 
 This is the current jit-with-shardings form of pmap-style data parallelism. On a multi-host TPU pod
 `maybe_initialize_distributed()` connects the hosts first, so the mesh spans every device of every host.
@@ -13,7 +15,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-DATA_AXIS = "data"
+SEED_AXIS, DATA_AXIS = "seed", "data"
 
 
 def maybe_initialize_distributed(coordinator_address: str | None = None,
@@ -64,10 +66,19 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
 
 
-def make_data_mesh(devices=None) -> Mesh:
-    """A 1-D mesh over `devices` (default: all devices of all processes), with an Auto `data` axis."""
-    devices = np.asarray(jax.devices() if devices is None else devices)
-    return Mesh(devices, (DATA_AXIS,), axis_types=(AxisType.Auto,))
+def make_data_mesh(devices=None, seed_shards: int = 1) -> Mesh:
+    """A (`seed`, `data`) mesh over `devices` (default: all devices of all processes): `seed_shards`
+    devices along `seed` (`train.seed_shards`), the rest along `data`; both axes Auto."""
+    devices = np.asarray(jax.devices() if devices is None else devices).reshape(-1)
+    if seed_shards < 1 or devices.size % seed_shards:
+        raise ValueError(f"train.seed_shards={seed_shards} must divide the {devices.size} devices")
+    return Mesh(devices.reshape(seed_shards, -1), (SEED_AXIS, DATA_AXIS),
+                axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def data_shards(mesh: Mesh) -> int:
+    """Devices along `data`: what a batch (per seed) is split over."""
+    return int(mesh.shape[DATA_AXIS])
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -87,9 +98,9 @@ def global_array(value, sharding: NamedSharding) -> jax.Array:
 
 
 def check_batch_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
-    n = mesh.size
+    n = data_shards(mesh)
     if batch_size % n:
         raise ValueError(
-            f"{what} = {batch_size} is not divisible by the {n} devices of the mesh; "
+            f"{what} = {batch_size} is not divisible by the {n} devices of the mesh's data axis; "
             f"set it to a multiple of {n} (e.g. --config.{what}={n * max(1, batch_size // n)})."
         )

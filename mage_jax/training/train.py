@@ -28,6 +28,7 @@ from mage_jax.evaluation.policy import make_plan_trajectory, make_policy
 from mage_jax.models.autoencoder import make_autoencoder
 from mage_jax.models.transformer import make_transformer
 from mage_jax.progress import progress_bar
+from mage_jax.training import seeds as seeds_lib
 from mage_jax.training import sharding as sharding_lib
 from mage_jax.training import validation
 from mage_jax.training.checkpoints import StageCheckpointer, config_to_json
@@ -70,10 +71,30 @@ class RunContext:
     def action_dim(self) -> int:
         return int(self.episodes.actions.shape[-1])
 
+    @property
+    def stacked(self) -> bool:
+        """Several training seeds, stacked on a leading axis of every state (`seeds.py`)."""
+        return seeds_lib.is_stacked(self.config)
+
+    @property
+    def seeds(self) -> tuple[int, ...] | None:
+        """The training seeds of a stacked run (None for one seed)."""
+        return tuple(seeds_lib.training_seeds(self.config)) if self.stacked else None
+
+    def stage_keys(self, salt: int, split: bool = True):
+        """A stage's (init key, train key) per seed (stacked when `stacked`), or with split=False its
+        one key stream; the train key is placed on the mesh like the state."""
+        keys = seeds_lib.stage_keys(self.config, salt)
+        sharding = seeds_lib.state_sharding(self.mesh, self.stacked)
+        if not split:
+            return sharding_lib.global_array(jax.device_get(seeds_lib.stack(keys)), sharding)
+        init_key, train_key = seeds_lib.split_keys(keys)
+        return init_key, sharding_lib.global_array(jax.device_get(train_key), sharding)
+
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
     """Mesh, dataset (generated or downloaded when missing), episode arrays, statistics, writer."""
-    mesh = sharding_lib.make_data_mesh()
+    mesh = sharding_lib.make_data_mesh(seed_shards=int(config.train.seed_shards))
     for name in ("bc",) if config.algorithm == "bc" else ("stage1", "stage2", "head"):
         sharding_lib.check_batch_divisible(config[name].batch_size, mesh, f"{name}.batch_size")
     is_main = sharding_lib.is_main_process()
@@ -136,7 +157,7 @@ def _stage_run(name: str, ctx: RunContext) -> StageRun:
     return StageRun(name=name, num_steps=stage.num_steps, batch_size=stage.batch_size,
                     horizon=c.data.horizon, steps_per_call=c.train.steps_per_call,
                     log_every=c.train.log_every, checkpoint_every=c.train.checkpoint_every,
-                    val_every=c.train.val_every, scan_updates=c.train.scan_updates)
+                    val_every=c.train.val_every, scan_updates=c.train.scan_updates, seeds=ctx.seeds)
 
 
 def _validation(ctx: RunContext, make):
@@ -144,12 +165,14 @@ def _validation(ctx: RunContext, make):
     return None if ctx.val_batch is None else make(ctx.val_batch)
 
 
-def _init_or_restore(ctx: RunContext, checkpointer: StageCheckpointer, init_fn, step=None):
-    """Initialise the state directly replicated on the mesh, then restore a checkpoint over it."""
-    state = jax.jit(init_fn, out_shardings=sharding_lib.replicated(ctx.mesh))()
+def _init_or_restore(ctx: RunContext, checkpointer: StageCheckpointer, init_fn, init_arg, step=None):
+    """Initialise the state (`init_fn(init_arg)`, per seed) directly on the mesh, then restore a
+    checkpoint over it."""
+    state = jax.jit(seeds_lib.per_seed(init_fn, ctx.stacked),
+                    out_shardings=seeds_lib.state_sharding(ctx.mesh, ctx.stacked))(init_arg)
     if step is not None or checkpointer.latest_step() is not None:
         state, _ = checkpointer.restore(state, ctx.meta["config"], step=step)
-        logging.info("%s: restored step %d from %s", checkpointer.stage, int(state.step),
+        logging.info("%s: restored step %d from %s", checkpointer.stage, seeds_lib.current_step(state),
                      checkpointer.directory)
     return state
 
@@ -157,20 +180,19 @@ def _init_or_restore(ctx: RunContext, checkpointer: StageCheckpointer, init_fn, 
 def autoencoder_state(ctx: RunContext, train: bool):
     """Stage 1: train (resuming) or, with train=False, restore the finished autoencoder."""
     c = ctx.config
-    key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 1)
-    init_key, train_key = jax.random.split(key)
+    init_key, train_key = ctx.stage_keys(1)
     checkpointer = StageCheckpointer(ctx.workdir, AUTOENCODER, keep=c.train.keep_checkpoints)
     if not train and checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no autoencoder checkpoint in {checkpointer.directory}; run "
                                 "--mode=train_autoencoder (or --mode=train) first")
     state = _init_or_restore(
-        ctx, checkpointer, lambda: create_stage1_state(c, init_key, ctx.state_dim, ctx.action_dim))
+        ctx, checkpointer, lambda k: create_stage1_state(c, k, ctx.state_dim, ctx.action_dim), init_key)
     if train:
         ae_model = make_autoencoder(c.model, ctx.state_dim, ctx.action_dim, c.data.horizon)
         state = run_stage(_stage_run(AUTOENCODER, ctx), state, make_stage1_step(c), ctx.segment_data,
                           train_key, ctx.mesh, checkpointer, ctx.meta, ctx.writer,
-                          validate=_validation(
-                              ctx, lambda b: validation.autoencoder_validation(ae_model, b)))
+                          validate=_validation(ctx, lambda b: validation.autoencoder_validation(
+                              ae_model, b, ctx.stacked)))
     checkpointer.close()
     return state
 
@@ -179,23 +201,24 @@ def transformer_state(ctx: RunContext, ae_state, train: bool, step: int | None =
                       on_call_end=None):
     """Stage 2 on the frozen autoencoder: train (resuming) or restore."""
     c = ctx.config
-    key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 2)
-    init_key, train_key = jax.random.split(key)
+    init_key, train_key = ctx.stage_keys(2)
     ae_model = make_autoencoder(c.model, ctx.state_dim, ctx.action_dim, c.data.horizon)
     checkpointer = StageCheckpointer(ctx.workdir, TRANSFORMER, keep=c.train.keep_checkpoints)
     if not train and checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no transformer checkpoint in {checkpointer.directory}; train first "
                                 "(--mode=train or --mode=train_transformer)")
-    state = _init_or_restore(ctx, checkpointer,
-                             lambda: create_stage2_state(c, init_key, ctx.state_dim), step=step)
+    state = _init_or_restore(ctx, checkpointer, lambda k: create_stage2_state(c, k, ctx.state_dim),
+                             init_key, step=step)
     if train:
-        step_fn = make_stage2_step(c, ae_model, ae_state.params)
+        def step_fn(state, batch, key, ae_params):  # the frozen autoencoder of the same seed
+            return make_stage2_step(c, ae_model, ae_params)(state, batch, key)
+
         tf_model = make_transformer(c.model, ctx.state_dim)
         validate = _validation(ctx, lambda b: validation.transformer_validation(
-            c, ae_model, tf_model, ae_state.params, b))
+            c, ae_model, tf_model, ae_state.params, b, ctx.stacked))
         state = run_stage(_stage_run(TRANSFORMER, ctx), state, step_fn, ctx.segment_data, train_key,
                           ctx.mesh, checkpointer, ctx.meta, ctx.writer, on_call_end=on_call_end,
-                          validate=validate)
+                          validate=validate, frozen=ae_state.params)
     checkpointer.close()
     return state
 
@@ -203,7 +226,7 @@ def transformer_state(ctx: RunContext, ae_state, train: bool, step: int | None =
 def head_state(ctx: RunContext, ae_state, tf_state, train: bool, on_call_end=None):
     """Stage 3, the acting head on generated plans (frozen autoencoder and transformer)."""
     c = ctx.config
-    train_key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 4)
+    train_key = ctx.stage_keys(4, split=False)
     ae_model = make_autoencoder(c.model, ctx.state_dim, ctx.action_dim, c.data.horizon)
     tf_model = make_transformer(c.model, ctx.state_dim)
     checkpointer = StageCheckpointer(ctx.workdir, HEAD, keep=c.train.keep_checkpoints)
@@ -211,17 +234,20 @@ def head_state(ctx: RunContext, ae_state, tf_state, train: bool, on_call_end=Non
         raise FileNotFoundError(f"no acting-head checkpoint in {checkpointer.directory}; train it "
                                 "(--mode=train or --mode=train_head), or act with stage 1's head "
                                 "(--config.head.num_steps=0)")
-    state = _init_or_restore(ctx, checkpointer, lambda: create_head_state(c, ae_state.params))
+    state = _init_or_restore(ctx, checkpointer, lambda ae: create_head_state(c, ae), ae_state.params)
     if train:
-        step_fn = make_head_step(c, ae_model, tf_model, ae_state.params, tf_state.params)
+        def step_fn(state, batch, key, frozen):  # the frozen autoencoder and transformer of the seed
+            return make_head_step(c, ae_model, tf_model, *frozen)(state, batch, key)
+
         validate = _validation(ctx, lambda b: validation.head_validation(
-            c, ae_model, tf_model, ae_state.params, tf_state.params, b))
+            c, ae_model, tf_model, ae_state.params, tf_state.params, b, ctx.stacked))
         run, data = _stage_run(HEAD, ctx), ctx.segment_data
-        if c.head.plan_buffer > 0 and int(state.step) < c.head.num_steps:
+        if c.head.plan_buffer > 0 and seeds_lib.current_step(state) < c.head.num_steps:
             data = _plan_buffer(ctx, ae_model, tf_model, ae_state.params, tf_state.params)
-            run = dataclasses.replace(run, sample=sample_plan_buffer)
+            run = dataclasses.replace(run, sample=sample_plan_buffer, data_per_seed=ctx.stacked)
         state = run_stage(run, state, step_fn, data, train_key, ctx.mesh, checkpointer, ctx.meta,
-                          ctx.writer, on_call_end=on_call_end, validate=validate)
+                          ctx.writer, on_call_end=on_call_end, validate=validate,
+                          frozen=(ae_state.params, tf_state.params))
     checkpointer.close()
     return state
 
@@ -234,9 +260,9 @@ def _plan_buffer(ctx: RunContext, ae_model, tf_model, ae_params, tf_params):
     with progress_bar(size, "head plans", "plan", disable=not sharding_lib.is_main_process(),
                       unit_scale=True) as bar:
         buffer = make_plan_buffer(c, ae_model, tf_model, ae_params, tf_params, ctx.segment_data,
-                                  jax.random.fold_in(jax.random.PRNGKey(c.seed), 5),
-                                  sharding_lib.replicated(ctx.mesh),
-                                  progress=lambda done: bar.update(done - bar.n))
+                                  seeds_lib.stack(seeds_lib.stage_keys(c, 5)),
+                                  seeds_lib.state_sharding(ctx.mesh, ctx.stacked),
+                                  progress=lambda done: bar.update(done - bar.n), stacked=ctx.stacked)
     logging.info("head: sampled %d plans for the acting head in %.1f s", size,
                  time.perf_counter() - started)
     return buffer
@@ -256,17 +282,16 @@ def restore_finished(ctx: RunContext):
 def bc_state(ctx: RunContext, train: bool, step: int | None = None, on_call_end=None):
     """The behaviour-cloning baseline: one stage on the same data, budget `config.bc`."""
     c = ctx.config
-    key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 3)
-    init_key, train_key = jax.random.split(key)
+    init_key, train_key = ctx.stage_keys(3)
     checkpointer = StageCheckpointer(ctx.workdir, BC, keep=c.train.keep_checkpoints)
     if not train and checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no BC checkpoint in {checkpointer.directory}; train first")
     state = _init_or_restore(ctx, checkpointer,
-                             lambda: bc.create_bc_state(c, init_key, ctx.state_dim, ctx.action_dim),
-                             step=step)
+                             lambda k: bc.create_bc_state(c, k, ctx.state_dim, ctx.action_dim),
+                             init_key, step=step)
     if train:
         validate = _validation(ctx, lambda b: validation.bc_validation(
-            bc.make_bc_model(c, ctx.action_dim), b))
+            bc.make_bc_model(c, ctx.action_dim), b, ctx.stacked))
         state = run_stage(_stage_run(BC, ctx), state, bc.make_bc_step(c, ctx.action_dim),
                           ctx.segment_data, train_key, ctx.mesh, checkpointer, ctx.meta, ctx.writer,
                           on_call_end=on_call_end, validate=validate)
@@ -314,7 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
             hook = _periodic_evaluation(ctx, BC, lambda state: (act, state.params),
                                         final_step=config.bc.num_steps if mode == "train" else None)
             state = bc_state(ctx, train=mode != "eval", step=eval_step, on_call_end=hook)
-            params, plan, step = state.params, None, int(state.step)
+            params, plan, step = state.params, None, seeds_lib.current_step(state)
         else:
             ae_state = autoencoder_state(ctx, train=mode in ("train", "train_autoencoder"))
             if mode == "train_autoencoder":
@@ -337,7 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
             if mode == "train_transformer":
                 return None
             _, params = act_and_params(tf_state)
-            step = int(tf_state.step)
+            step = seeds_lib.current_step(tf_state)
             if config.head.num_steps > 0:
 
                 def act_and_head_params(state):

@@ -30,10 +30,11 @@ from mage_jax.data.sampler import SegmentData, sample_segments
 from mage_jax.models.sampling import sampling_options
 from mage_jax.models.transformer import NextScaleTransformer, scale_levels
 from mage_jax.training.head import generated_plans, head_action_error, plan_batch
+from mage_jax.training.seeds import per_seed
 from mage_jax.training.stage1 import autoencoder_losses, masked_action_error
 from mage_jax.training.stage2 import encode_token_maps, expectile_loss, token_losses
 
-Metrics = Callable[[Any], dict]  # the stage's params -> {name: float}
+Metrics = Callable[[Any], dict]  # the stage's params -> {name: float, or (N,) per seed when stacked}
 
 
 def held_out_batch(data: SegmentData, num_windows: int, horizon: int, seed: int) -> dict:
@@ -43,17 +44,23 @@ def held_out_batch(data: SegmentData, num_windows: int, horizon: int, seed: int)
 
 
 def _host(metrics: dict) -> dict:
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
+    return {k: float(v) if np.ndim(v) == 0 else np.asarray(v)
+            for k, v in jax.device_get(metrics).items()}
 
 
-def autoencoder_validation(ae_model: Any, batch: dict) -> Metrics:
-    @jax.jit
+def _compiled(metrics: Callable, stacked: bool, num_params: int) -> Callable:
+    """jit(metrics(*params, batch)), vmapped over the seed axis of the params when stacked."""
+    return jax.jit(per_seed(metrics, stacked, in_axes=(0,) * num_params + (None,)))
+
+
+def autoencoder_validation(ae_model: Any, batch: dict, stacked: bool = False) -> Metrics:
     def metrics(params, batch):
         losses, _ = autoencoder_losses(ae_model, params, batch)
         losses["action_mse_true_plan"] = losses.pop("loss_inv")
         return losses
 
-    return lambda params: _host(metrics(params, batch))
+    compiled = _compiled(metrics, stacked, 1)
+    return lambda params: _host(compiled(params, batch))
 
 
 def acting_path_metrics(ae_model: Any, tf_model: Any, ae_params: Any, tf_params: Any, batch: dict,
@@ -81,13 +88,12 @@ def acting_path_metrics(ae_model: Any, tf_model: Any, ae_params: Any, tf_params:
 
 
 def transformer_validation(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Any,
-                           ae_params: Any, batch: dict) -> Metrics:
+                           ae_params: Any, batch: dict, stacked: bool = False) -> Metrics:
     options = sampling_options(config.eval)
     levels = scale_levels(tf_model.scales)
     expectile = float(config.stage2.return_expectile)
     key = jax.random.PRNGKey(int(config.data.val_seed))
 
-    @jax.jit
     def metrics(tf_params, ae_params, batch):
         tokens, inputs = encode_token_maps(ae_model, ae_params, batch["segments"])
         logits = tf_model.apply(tf_params, batch["segments"][:, 0], inputs)
@@ -102,30 +108,31 @@ def transformer_validation(config: ml_collections.ConfigDict, ae_model: Any, tf_
         return {**out, **acting_path_metrics(ae_model, tf_model, ae_params, tf_params, batch, key,
                                              options)}
 
-    return lambda params: _host(metrics(params, ae_params, batch))
+    compiled = _compiled(metrics, stacked, 2)
+    return lambda params: _host(compiled(params, ae_params, batch))
 
 
 def head_validation(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Any, ae_params: Any,
-                    tf_params: Any, batch: dict) -> Metrics:
+                    tf_params: Any, batch: dict, stacked: bool = False) -> Metrics:
     options = sampling_options(config.eval)
     key = jax.random.PRNGKey(int(config.data.val_seed))
 
-    @jax.jit
     def metrics(head_params, ae_params, tf_params, batch):
         f_hat = generated_plans(tf_model, ae_model, tf_params, ae_params, batch, key, options)
         return {"action_mse_sampled_plan": head_action_error(
             ae_model, ae_params, head_params, plan_batch(f_hat, batch, ae_model.action_horizon))}
 
-    return lambda params: _host(metrics(params, ae_params, tf_params, batch))
+    compiled = _compiled(metrics, stacked, 3)
+    return lambda params: _host(compiled(params, ae_params, tf_params, batch))
 
 
-def bc_validation(bc_model: Any, batch: dict) -> Metrics:
-    @jax.jit
+def bc_validation(bc_model: Any, batch: dict, stacked: bool = False) -> Metrics:
     def metrics(params, batch):
         predicted = bc_model.apply({"params": params}, batch["states"][:, 0])
         return {"action_mse": jnp.mean(jnp.square(predicted - batch["first_action"]))}
 
-    return lambda params: _host(metrics(params, batch))
+    compiled = _compiled(metrics, stacked, 1)
+    return lambda params: _host(compiled(params, batch))
 
 
 def action_variance(batch: dict) -> float:
