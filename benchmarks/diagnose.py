@@ -85,7 +85,7 @@ def _sweep_one(ctx, config, field: str, value, params: dict, step: int, ae_model
         if value == "stage1":
             params.pop("head", None)
         elif "head" not in params:
-            return {"error": "no stage-3 head (config.head.num_steps = 0)"}
+            return {"error": "no stage-3 head (config.head.acts = False)"}
     else:
         cfg.eval[field.split(".", 1)[1]] = value
     act = make_policy(cfg, ae_model, tf_model, ctx.stats, ctx.episodes.action_low,

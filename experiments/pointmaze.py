@@ -89,7 +89,7 @@ def get_config(arg=None):
     c.eval.learned_target = True
     c.eval.cfg_scale = (GUIDANCE_BOOTSTRAPPED if bootstrap else GUIDANCE)[v["maze"]]
     if bootstrap and not STAGE3_HEAD[v["maze"]]:
-        c.head.num_steps = 0  # stage 1's head acts
+        c.head.acts = False  # stage 1's head acts
     c.eval.decrement_return = False  # a discounted RTG is a time-to-goal code, not a budget
     c.eval.multi = v["multi"]
     ae_steps, tf_steps = CPU_STEPS[v["maze"]]

@@ -31,7 +31,7 @@ _NEEDED_STAGES = {"mage": {"eval": ("autoencoder", "transformer", "head"),
 _HOW_TO_TRAIN = {"autoencoder": "--mode=train or --mode=train_autoencoder",
                  "transformer": "--mode=train or --mode=train_transformer",
                  "head": "--mode=train or --mode=train_head; or act with stage 1's head: "
-                         "--config.head.num_steps=0",
+                         "--config.head.acts=False",
                  "bc": "--mode=train"}
 _EVAL_STAGE = {"mage": "transformer", "bc": "bc"}  # the stage --checkpoint_step selects
 # Copies of lists in JAX-importing modules (check_config runs before JAX is imported); a test keeps
@@ -116,6 +116,7 @@ _FIELD_RULES = {
     "model.tf_mlp_ratio": _positive(),
     "model.cond_dropout": _in_range(0, 1, high_open=True),
     "model.dtype": ((lambda v: v in _DTYPES), "one of: " + ", ".join(map(repr, _DTYPES))),
+    "head.acts": ((lambda v: isinstance(v, bool)), "True or False"),
     "head.true_scales": _int_at_least(0),
     "head.plan_buffer": _int_at_least(0),
     "train.num_seeds": _int_at_least(1),
@@ -228,6 +229,9 @@ def _relation_problems(config) -> list[str]:
     if _is_int(true_scales) and isinstance(scales, (tuple, list)) and true_scales > len(scales):
         problems.append(f"config.head.true_scales={true_scales} must be <= the number of scales "
                         f"({len(scales)}, model.scales); 0 trains the head on fully sampled plans")
+    if g("head.acts") is True and g("head.num_steps") == 0:
+        problems.append("config.head.num_steps=0 leaves stage 3's acting head untrained; to act with "
+                        "stage 1's inverse dynamics set --config.head.acts=False")
     top_k, vocab = g("eval.top_k"), g("model.vocab_size")
     if _is_int(top_k) and _is_int(vocab) and top_k > vocab >= 1:
         problems.append(f"config.eval.top_k={top_k} must be <= model.vocab_size={vocab} (0 = off)")
@@ -263,17 +267,42 @@ def checkpoint_steps(workdir: str, stage: str) -> list[int]:
     return sorted(int(d) for d in os.listdir(path) if d.isdigit())
 
 
+def _warm_start(config, stage: str) -> str:
+    """The run `stage` is warm-started from (`init.<stage>`), or ""."""
+    source = _get(config, f"init.{stage}")
+    return source if isinstance(source, str) else ""
+
+
+def _warm_start_problems(config) -> list[str]:
+    """`init.<stage>` names a run with a checkpoint of that stage; a transformer comes with its own
+    autoencoder (it was trained on that autoencoder's tokens)."""
+    problems = []
+    for stage in ("autoencoder", "transformer"):
+        source = _warm_start(config, stage)
+        if source and not checkpoint_steps(source, stage):
+            problems.append(f"config.init.{stage}={source!r} holds no {stage} checkpoint "
+                            f"({os.path.join(source, 'checkpoints', stage)}); pass the workdir of a "
+                            "run that trained it")
+    transformer, autoencoder = _warm_start(config, "transformer"), _warm_start(config, "autoencoder")
+    if transformer and os.path.abspath(transformer) != os.path.abspath(autoencoder or "."):
+        problems.append(f"config.init.transformer={transformer!r} needs config.init.autoencoder set to "
+                        "the same run: a transformer is trained on its own autoencoder's tokens")
+    return problems
+
+
 def _checkpoint_problems(config, workdir: str, mode: str, checkpoint_step: int | None) -> list[str]:
     algorithm = _get(config, "algorithm")
     algorithm = algorithm if algorithm in _NEEDED_STAGES else "mage"
     if algorithm == "bc" and mode not in ("train", "eval"):
         return [f"--mode={mode} trains one MAGE stage; the baseline config.algorithm='bc' has one stage: "
                 "use --mode=train or --mode=eval"]
+    problems = _warm_start_problems(config)
+    if problems:
+        return problems
     for stage in _NEEDED_STAGES[algorithm].get(mode, ()):
-        head_steps = _get(config, "head.num_steps")
-        if stage == "head" and not (_is_int(head_steps) and head_steps > 0):
-            continue  # absent or 0: the policy acts with stage 1's head
-        if not checkpoint_steps(workdir, stage):
+        if stage == "head" and _get(config, "head.acts") is False:
+            continue  # the policy acts with stage 1's head
+        if not checkpoint_steps(workdir, stage) and not _warm_start(config, stage):
             folder = os.path.join(workdir, "checkpoints", stage)
             return [f"--mode={mode} needs a trained {stage}, but {folder} holds no checkpoint; train first "
                     f"({_HOW_TO_TRAIN[stage]}) or pass the --workdir of a trained run"]

@@ -75,6 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Stage 3: the acting head (inverse dynamics) on plans the transformer generates (0 steps = act
     # with stage 1's head, which only ever saw encoded true futures).
     c.head = _stage_config(batch_size=256, num_steps=5_000, lr=3e-4)
+    # Which head acts: stage 3's (True; it trains head.num_steps updates), or stage 1's inverse
+    # dynamics (False: stage 3 is skipped).
+    c.head.acts = True
     # Coarse scales of each training plan taken from the window's true future, the finer ones sampled
     # on top (0 = fully sampled plans, which the head learns to ignore; docs/decisions.md#head-true-scales).
     c.head.true_scales = 2
@@ -90,6 +93,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.bc.hidden = 256  # hidden width of the MLP
     c.bc.layers = 3  # hidden layers of the MLP
 
+    # Warm starts: a stage this run has no checkpoint of is copied from another run's finished one
+    # (its workdir; same data and model), and trains on only if its budget is larger.
+    c.init = ml_collections.ConfigDict()
+    c.init.autoencoder = ""  # e.g. runs/medium: reuse its stage 1 (then train stages 2 and 3 here)
+    c.init.transformer = ""  # the same run as init.autoencoder: reuse stages 1 and 2 (train stage 3)
     c.train = ml_collections.ConfigDict()
     # Training seeds config.seed + 0..num_seeds-1, trained together as one vmapped program (every stage,
     # BC too) and evaluated together: eval_results.json then reports each seed and the IQM across them.
@@ -139,7 +147,6 @@ def _stage_config(batch_size: int, num_steps: int, lr: float) -> ml_collections.
 def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.ConfigDict:
     """Shrink the model and budget in place: 'quicktest' (tests, ~1 min) or 'cpu' (2 cores)."""
     c = config
-    stage3 = c.head.num_steps > 0  # a size sets budgets, not whether stage 3 (the acting head) runs
     if size == "quicktest":
         c.data.horizon = 32
         c.model.update(
@@ -168,8 +175,6 @@ def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.C
         c.eval.num_seeds = 20
     else:
         raise ValueError(f"unknown size modifier {size!r}; expected one of {SIZE_MODIFIERS}")
-    if not stage3:
-        c.head.num_steps = 0
     return c
 
 

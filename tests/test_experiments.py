@@ -41,14 +41,14 @@ def test_config_is_locked_against_typos():
 
 
 def test_pointmaze_acting_choices_hold_at_every_size_and_only_on_local_data():
-    """Umaze acts with stage 1's head and guidance 2 after any size modifier (which sets the head's
-    steps), and only on the bootstrapped local data they were measured on."""
+    """Umaze acts with stage 1's head and guidance 2 after any size modifier, and only on the
+    bootstrapped local data they were measured on."""
     for size in ("", ",quicktest", ",cpu"):
         local = load_config("experiments/pointmaze.py:local,umaze" + size)
-        assert (local.data.rtg_bootstrap, local.eval.cfg_scale, local.head.num_steps) == (True, 2.0, 0)
+        assert (local.data.rtg_bootstrap, local.eval.cfg_scale, local.head.acts) == (True, 2.0, False)
         d4rl = load_config("experiments/pointmaze.py:umaze" + size)
-        assert (d4rl.data.rtg_bootstrap, d4rl.eval.cfg_scale) == (False, 0.0) and d4rl.head.num_steps > 0
-        assert load_config("experiments/pointmaze.py:local,large" + size).head.num_steps > 0
+        assert (d4rl.data.rtg_bootstrap, d4rl.eval.cfg_scale) == (False, 0.0) and d4rl.head.acts
+        assert load_config("experiments/pointmaze.py:local,large" + size).head.acts
 
 
 def test_large_and_kitchen_train_stage2_at_a_higher_learning_rate_only_at_the_cpu_size():

@@ -22,7 +22,7 @@ FAMILIES = {
 }
 # Tiny budgets; no held-out validation and no stage-3 head (family-independent, and covered by
 # test_launcher.py), so each run compiles only what its family needs.
-BUDGET = ["--config.stage1.num_steps=20", "--config.stage2.num_steps=20", "--config.head.num_steps=0",
+BUDGET = ["--config.stage1.num_steps=20", "--config.stage2.num_steps=20", "--config.head.acts=False",
         "--config.data.val_fraction=0", "--config.train.log_every=10", "--config.eval.max_steps=10",
         "--config.eval.num_seeds=2", "--config.data.generator_kwargs.ref_episodes=1"]
 

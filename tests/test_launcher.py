@@ -15,7 +15,8 @@ from conftest import FAST_COMPILE, QUICKTEST, REPO, TINY, launch, start
 from mage_jax.config_checks import checkpoint_steps
 
 CONFIG = QUICKTEST
-HEAD = ["--config.head.num_steps=20"]  # umaze acts with stage 1's head by default: train stage 3 too
+# Umaze acts with stage 1's head by default: train stage 3 too.
+HEAD = ["--config.head.acts=True", "--config.head.num_steps=20"]
 
 
 def restored_state(workdir, stage="autoencoder"):

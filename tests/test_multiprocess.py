@@ -20,7 +20,7 @@ CONFIG = "experiments/pointmaze.py:local,umaze,dense,quicktest"
 # Without the acting head and held-out validation (each compiles programs of its own; both run
 # multi-process in the same way as the stages kept), so that the test fits CI's budget.
 STEPS = ["--config.stage1.num_steps=200", "--config.stage2.num_steps=20",
-         "--config.train.checkpoint_every=50", "--config.head.num_steps=0", "--config.data.val_fraction=0"]
+         "--config.train.checkpoint_every=50", "--config.head.acts=False", "--config.data.val_fraction=0"]
 TIMEOUT_S = 600  # a hung collective must fail the test, not CI (250–320 s next to another test worker)
 
 

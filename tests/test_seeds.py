@@ -21,8 +21,9 @@ from mage_jax.training.checkpoints import StageCheckpointer
 FIRST_SEED = 5
 TINY_SEEDS = {
     "data.generator_kwargs.steps": 5000, "stage1.num_steps": 20, "stage2.num_steps": 20,
-    "head.num_steps": 20, "bc.num_steps": 20, "train.steps_per_call": 10, "train.log_every": 10,
-    "train.checkpoint_every": 10, "train.val_every": 0, "eval.max_steps": 10, "eval.num_seeds": 2,
+    "head.acts": True, "head.num_steps": 20, "bc.num_steps": 20, "train.steps_per_call": 10,
+    "train.log_every": 10, "train.checkpoint_every": 10, "train.val_every": 0, "eval.max_steps": 10,
+    "eval.num_seeds": 2,
     "seed": FIRST_SEED, "data.val_fraction": 0.0,  # no held-out metrics: fewer programs to compile
 }
 # Batched (vmapped) matmuls may round differently from single ones; nothing else may differ.
@@ -64,8 +65,14 @@ def seed_slice(tree, index: int):
 
 
 @pytest.fixture(scope="module")
-def three_seeds(tmp_path_factory):
-    return train_stages(tmp_path_factory.mktemp("three"), **{"train.num_seeds": 3})
+def three_seeds_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("three")
+    return workdir, train_stages(workdir, **{"train.num_seeds": 3})
+
+
+@pytest.fixture(scope="module")
+def three_seeds(three_seeds_run):
+    return three_seeds_run[1]
 
 
 def test_each_seed_of_a_three_seed_run_equals_its_one_seed_run(three_seeds, tmp_path):
@@ -97,6 +104,18 @@ def test_a_preempted_three_seed_run_resumes_to_the_uninterrupted_run(three_seeds
     resumed = train_stages(tmp_path, **{"train.num_seeds": 3})
     for stage, params in resumed.items():
         assert_trees_close(params, three_seeds[stage], f"resumed {stage}")
+
+
+def test_a_warm_started_run_reuses_the_stages_it_is_given(three_seeds_run, tmp_path):
+    """`init.autoencoder` and `init.transformer`: stages 1 and 2 are copied from another run (and
+    saved as this run's own), and stage 3 trains on them as it did there."""
+    source, expected = three_seeds_run
+    warm = train_stages(tmp_path, stages=("autoencoder", "transformer", "head"),
+                        **{"train.num_seeds": 3, "init.autoencoder": str(source),
+                           "init.transformer": str(source)})
+    for stage, params in warm.items():
+        assert_trees_close(params, expected[stage], f"warm-started {stage}")
+    assert os.listdir(tmp_path / "checkpoints" / "transformer") == ["20"]
 
 
 def test_a_two_seed_bc_run_reports_each_seed_and_the_spread_across_them(tmp_path):

@@ -177,6 +177,7 @@ CONFIG_RULES = [
      "data.rtg_discount=1.5 must be in (0, 1]"),
     ("zero_steps_per_call", QUICKTEST, {"train.steps_per_call": 0}, "train.steps_per_call=0"),
     ("multi_outside_pointmaze", KITCHEN, {"eval.multi": True}, "only defined for PointMaze"),
+    ("untrained_acting_head", KITCHEN, {"head.num_steps": 0}, "set --config.head.acts=False"),
 ]
 
 
@@ -196,8 +197,8 @@ def test_batch_must_split_over_the_devices():
     config_checks.check_config(c)
     config_checks.check_with_library(c, device_count=1)
     with pytest.raises(config_checks.UsageError,
-                       match=r"stage1.batch_size=33 is not divisible by the 2 devices; e.g. "
-                             r"--config.stage1.batch_size=\d+"):
+                       match=r"stage1.batch_size=33 is not divisible by the 2 devices of the mesh's "
+                             r"data axis; e.g. --config.stage1.batch_size=\d+"):
         config_checks.check_with_library(c, device_count=2)
 
 
@@ -207,7 +208,7 @@ def _checkpoints(workdir, stage, *steps):
 
 
 def test_modes_need_their_checkpoints(tmp_path):
-    mage = set_fields(load_experiment(QUICKTEST), {"head.num_steps": 20})  # umaze: no stage 3 by default
+    mage = set_fields(load_experiment(QUICKTEST), {"head.acts": True})  # umaze: no stage 3 by default
     bc = set_fields(load_experiment(QUICKTEST), {"algorithm": "bc"})
     workdir = str(tmp_path / "run")
     config_checks.check_run(mage, workdir, "train")  # a fresh workdir trains
@@ -235,6 +236,22 @@ def test_modes_need_their_checkpoints(tmp_path):
     with pytest.raises(config_checks.UsageError,
                        match="--checkpoint_step=7: no bc checkpoint at that step .*; available: 10, 20"):
         config_checks.check_run(bc, workdir, "eval", checkpoint_step=7)
+
+
+def test_warm_starts_need_a_run_that_trained_the_stage(tmp_path):
+    source, workdir = str(tmp_path / "source"), str(tmp_path / "run")
+    fields = {"head.acts": True, "init.autoencoder": source}
+    with pytest.raises(config_checks.UsageError, match="init.autoencoder=.* holds no autoencoder checkpoint"):
+        config_checks.check_run(set_fields(load_experiment(QUICKTEST), fields), workdir, "train")
+    _checkpoints(source, "autoencoder", 200)
+    _checkpoints(source, "transformer", 200)
+    # Stage 1 from the other run: this run's stage 2 can train, and with stage 2 too, its stage 3.
+    config_checks.check_run(set_fields(load_experiment(QUICKTEST), fields), workdir, "train_transformer")
+    both = {**fields, "init.transformer": source}
+    config_checks.check_run(set_fields(load_experiment(QUICKTEST), both), workdir, "train_head")
+    with pytest.raises(config_checks.UsageError, match="needs config.init.autoencoder set to the same run"):
+        config_checks.check_run(set_fields(load_experiment(QUICKTEST), {"init.transformer": source}),
+                                workdir, "train")
 
 
 # In-process checks of the validator itself: cheap, no subprocess.

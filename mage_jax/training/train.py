@@ -167,9 +167,18 @@ def _validation(ctx: RunContext, make):
 
 def _init_or_restore(ctx: RunContext, checkpointer: StageCheckpointer, init_fn, init_arg, step=None):
     """Initialise the state (`init_fn(init_arg)`, per seed) directly on the mesh, then restore a
-    checkpoint over it."""
+    checkpoint over it: this run's, or when it has none, the warm-start run's (`config.init.<stage>`),
+    saved as this run's own first checkpoint."""
     state = jax.jit(seeds_lib.per_seed(init_fn, ctx.stacked),
                     out_shardings=seeds_lib.state_sharding(ctx.mesh, ctx.stacked))(init_arg)
+    source = ctx.config.init.get(checkpointer.stage, "")
+    if source and step is None and checkpointer.latest_step() is None:
+        state, _ = StageCheckpointer(source, checkpointer.stage).restore(state, ctx.meta["config"])
+        logging.info("%s: warm start from step %d of %s", checkpointer.stage,
+                     seeds_lib.current_step(state), source)
+        checkpointer.save(seeds_lib.current_step(state), state, ctx.meta)
+        checkpointer.wait()
+        return state
     if step is not None or checkpointer.latest_step() is not None:
         state, _ = checkpointer.restore(state, ctx.meta["config"], step=step)
         logging.info("%s: restored step %d from %s", checkpointer.stage, seeds_lib.current_step(state),
@@ -182,7 +191,7 @@ def autoencoder_state(ctx: RunContext, train: bool):
     c = ctx.config
     init_key, train_key = ctx.stage_keys(1)
     checkpointer = StageCheckpointer(ctx.workdir, AUTOENCODER, keep=c.train.keep_checkpoints)
-    if not train and checkpointer.latest_step() is None:
+    if not train and checkpointer.latest_step() is None and not c.init.autoencoder:
         raise FileNotFoundError(f"no autoencoder checkpoint in {checkpointer.directory}; run "
                                 "--mode=train_autoencoder (or --mode=train) first")
     state = _init_or_restore(
@@ -204,7 +213,7 @@ def transformer_state(ctx: RunContext, ae_state, train: bool, step: int | None =
     init_key, train_key = ctx.stage_keys(2)
     ae_model = make_autoencoder(c.model, ctx.state_dim, ctx.action_dim, c.data.horizon)
     checkpointer = StageCheckpointer(ctx.workdir, TRANSFORMER, keep=c.train.keep_checkpoints)
-    if not train and checkpointer.latest_step() is None:
+    if not train and checkpointer.latest_step() is None and not c.init.transformer:
         raise FileNotFoundError(f"no transformer checkpoint in {checkpointer.directory}; train first "
                                 "(--mode=train or --mode=train_transformer)")
     state = _init_or_restore(ctx, checkpointer, lambda k: create_stage2_state(c, k, ctx.state_dim),
@@ -233,7 +242,7 @@ def head_state(ctx: RunContext, ae_state, tf_state, train: bool, on_call_end=Non
     if not train and checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no acting-head checkpoint in {checkpointer.directory}; train it "
                                 "(--mode=train or --mode=train_head), or act with stage 1's head "
-                                "(--config.head.num_steps=0)")
+                                "(--config.head.acts=False)")
     state = _init_or_restore(ctx, checkpointer, lambda ae: create_head_state(c, ae), ae_state.params)
     if train:
         def step_fn(state, batch, key, frozen):  # the frozen autoencoder and transformer of the seed
@@ -270,11 +279,11 @@ def _plan_buffer(ctx: RunContext, ae_model, tf_model, ae_params, tf_params):
 
 def restore_finished(ctx: RunContext):
     """A trained run's (autoencoder state, transformer state, stage-3 head params or None), for the
-    tools that read saved runs (benchmarks/); as in --mode=eval, the head acts when
-    config.head.num_steps > 0, else stage 1's inverse dynamics."""
+    tools that read saved runs (benchmarks/); as in --mode=eval, stage 3's head acts when
+    config.head.acts, else stage 1's inverse dynamics."""
     ae_state = autoencoder_state(ctx, train=False)
     tf_state = transformer_state(ctx, ae_state, train=False)
-    acts = ctx.config.head.num_steps > 0
+    acts = ctx.config.head.acts
     head = head_state(ctx, ae_state, tf_state, train=False).params if acts else None
     return ae_state, tf_state, head
 
@@ -353,7 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
             def act_and_params(state):
                 return act, {"autoencoder": ae_state.params, "transformer": state.params}
 
-            acts_last = mode == "train" and config.head.num_steps == 0  # stage 1's head acts
+            acts_last = mode == "train" and not config.head.acts  # stage 1's head acts
             tf_state = transformer_state(ctx, ae_state, train=mode in ("train", "train_transformer"),
                                          step=eval_step,
                                          on_call_end=_periodic_evaluation(
@@ -363,7 +372,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
                 return None
             _, params = act_and_params(tf_state)
             step = seeds_lib.current_step(tf_state)
-            if config.head.num_steps > 0:
+            if config.head.acts:
 
                 def act_and_head_params(state):
                     return act, {**params, "head": state.params}
