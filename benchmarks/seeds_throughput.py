@@ -32,6 +32,8 @@ from mage_jax.training.sharding import global_array, make_data_mesh
 from mage_jax.training.stage1 import create_stage1_state, make_stage1_step
 from mage_jax.training.stage2 import create_stage2_state, make_stage2_step
 
+AS_TRAINED = {"stage1": "autoencoder", "stage2": "transformer"}  # the loop's stage names
+
 
 def stacked_states(config, num_seeds: int, state_dim: int, action_dim: int, mesh):
     """N random stage-1 and stage-2 states, stacked (N = 1: unstacked), on the mesh."""
@@ -65,7 +67,8 @@ def time_stage(name, step_fn, state, frozen, data, batch_size, horizon, steps, r
     stacked = num_seeds > 1
     sharding = seeds.state_sharding(mesh, stacked)
     multi = make_multi_step(step_fn, batch_size, horizon, steps, mesh,
-                            jax.tree.map(lambda _: sharding, state), stacked=stacked)
+                            jax.tree.map(lambda _: sharding, state), stacked=stacked,
+                            unroll_seeds=seeds.unrolls_stage(AS_TRAINED[name]))
     key = global_array(np.asarray(seeds.stack([jax.random.PRNGKey(9 + i) for i in range(num_seeds)])),
                        sharding)
     holder = {"state": state}
@@ -100,6 +103,7 @@ def main() -> None:
     parser.add_argument("--steps_per_call", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip_act", action="store_true")
+    parser.add_argument("--stages", default="stage1,stage2", help="training stages to time")
     parser.add_argument("--state_dim", type=int, default=6)
     parser.add_argument("--action_dim", type=int, default=2)
     parser.add_argument("--out", default=None)
@@ -118,6 +122,8 @@ def main() -> None:
         for name, step_fn, state, frozen, stage in (
                 ("stage1", make_stage1_step(config), stage1_state, None, config.stage1),
                 ("stage2", stage2, stage2_state, ae_params, config.stage2)):
+            if name not in args.stages.split(","):
+                continue
             state = jax.tree.map(jnp.array, state)  # the call donates it
             rows.append(time_stage(name, step_fn, state, frozen, data, int(stage.batch_size), horizon,
                                    args.steps_per_call, args.repeats, mesh, n))

@@ -74,15 +74,16 @@ class StageRun:
 
 def _multi_step_programs(step_fn: StepFn, batch_size: int, horizon: int, mesh, state_sharding,
                          scan: bool, sample: Callable[..., dict] = sample_segments,
-                         stacked: bool = False, data_per_seed: bool = False
-                         ) -> Callable[[int], Callable]:
+                         stacked: bool = False, data_per_seed: bool = False,
+                         unroll_seeds: bool = False) -> Callable[[int], Callable]:
     """`programs(n)` -> the callable `(state, data, stage_key, frozen) -> (state, metrics)` running n
     updates; built (and compiled) once per n.
 
     Scanned: one jitted `lax.scan` per call size (the full calls and at most one shorter tail).
     Dispatched: a single jitted update shared by every call size, so the tail compiles nothing new.
     `stacked`: the state, stage key and frozen inputs carry a leading seed axis (`seeds.py`), and so
-    does the data when `data_per_seed`; each update is vmapped over it.
+    does the data when `data_per_seed`; each update is vmapped over it (`unroll_seeds`: one copy of
+    the update per seed, see `seeds.per_seed`).
     """
     batch_sharding = sharding_lib.batch_sharded(mesh)
     replicated = sharding_lib.replicated(mesh)
@@ -97,7 +98,8 @@ def _multi_step_programs(step_fn: StepFn, batch_size: int, horizon: int, mesh, s
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return step_fn(state, batch, update_key, *(() if frozen is None else (frozen,)))
 
-    update = seeds.per_seed(update_one, stacked, in_axes=(0, 0 if data_per_seed else None, 0, 0))
+    update = seeds.per_seed(update_one, stacked, in_axes=(0, 0 if data_per_seed else None, 0, 0),
+                            unroll=unroll_seeds)
 
     if scan:
         @functools.cache
@@ -131,7 +133,8 @@ def _multi_step_programs(step_fn: StepFn, batch_size: int, horizon: int, mesh, s
 
 
 def make_multi_step(step_fn: StepFn, batch_size: int, horizon: int, num_updates: int, mesh,
-                    state_sharding, scan_updates: str = "auto", stacked: bool = False) -> Callable:
+                    state_sharding, scan_updates: str = "auto", stacked: bool = False,
+                    unroll_seeds: bool = False) -> Callable:
     """`num_updates` updates (each sampling its own batch on device) per call, state donated:
     `(state, data, stage_key, frozen=None) -> (state, metrics)` (`frozen`: see `run_stage`;
     `stacked`: a state, key and frozen inputs of several training seeds, see `seeds.py`).
@@ -149,7 +152,8 @@ def make_multi_step(step_fn: StepFn, batch_size: int, horizon: int, num_updates:
     Both give the same updates: randomness is `fold_in(stage_key, step)` either way.
     """
     program = _multi_step_programs(step_fn, batch_size, horizon, mesh, state_sharding,
-                                   scans_updates(scan_updates), stacked=stacked)(num_updates)
+                                   scans_updates(scan_updates), stacked=stacked,
+                                   unroll_seeds=unroll_seeds)(num_updates)
     return lambda state, data, stage_key, frozen=None: program(state, data, stage_key, frozen)
 
 
@@ -204,7 +208,8 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
     programs = _multi_step_programs(step_fn, run.batch_size, run.horizon, mesh, state_sharding,
                                     scans_updates(run.scan_updates), run.sample,
-                                    stacked=run.seeds is not None, data_per_seed=run.data_per_seed)
+                                    stacked=run.seeds is not None, data_per_seed=run.data_per_seed,
+                                    unroll_seeds=seeds.unrolls_stage(run.name))
     pending: list[dict] = []
     step = start
     show_progress = sharding_lib.is_main_process()
