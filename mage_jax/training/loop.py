@@ -91,14 +91,14 @@ def _multi_step_programs(step_fn: StepFn, batch_size: int, horizon: int, mesh, s
     jit = functools.partial(jax.jit, in_shardings=(state_sharding, None, None, None),
                             out_shardings=(state_sharding, replicated), donate_argnums=0)
 
-    def update_one(state, data, stage_key, frozen):
+    def update(state, data, stage_key, frozen):
         step_key = jax.random.fold_in(stage_key, state.step)
         data_key, update_key = jax.random.split(step_key)
         batch = sample(data, data_key, batch_size, horizon)
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return step_fn(state, batch, update_key, *(() if frozen is None else (frozen,)))
 
-    update = seeds.per_seed(update_one, stacked, in_axes=(0, 0 if data_per_seed else None, 0, 0),
+    update = seeds.per_seed(update, stacked, in_axes=(0, 0 if data_per_seed else None, 0, 0),
                             unroll=unroll_seeds)
 
     if scan:
@@ -154,7 +154,14 @@ def make_multi_step(step_fn: StepFn, batch_size: int, horizon: int, num_updates:
     program = _multi_step_programs(step_fn, batch_size, horizon, mesh, state_sharding,
                                    scans_updates(scan_updates), stacked=stacked,
                                    unroll_seeds=unroll_seeds)(num_updates)
-    return lambda state, data, stage_key, frozen=None: program(state, data, stage_key, frozen)
+
+    def multi_step(state, data, stage_key, frozen=None):
+        return program(state, data, stage_key, frozen)
+
+    if hasattr(program, "lower"):  # the scanned program, for inspecting what it compiles to
+        multi_step.lower = lambda state, data, stage_key, frozen=None: program.lower(
+            state, data, stage_key, frozen)
+    return multi_step
 
 
 class _SigtermFlag:
