@@ -33,7 +33,8 @@ def shard_policy(act: Callable, params: Any, mesh: Mesh, num_stacked: int = 0) -
     """
     replicated = sharding_lib.replicated(mesh)
     stacked = num_stacked > 0
-    batch = NamedSharding(mesh, PartitionSpec(SEED_AXIS, DATA_AXIS) if stacked else PartitionSpec(DATA_AXIS))
+    batch = (NamedSharding(mesh, PartitionSpec(SEED_AXIS, DATA_AXIS)) if stacked
+             else sharding_lib.batch_sharded(mesh))
     params_sharding = seeds.state_sharding(mesh, stacked)
     sharded_act = jax.jit(seeds.per_seed(act, stacked, in_axes=(0, 0, 0, None)),
                           in_shardings=(params_sharding, batch, batch, replicated),

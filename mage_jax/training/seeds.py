@@ -1,10 +1,11 @@
 """Several training seeds as one program: `config.train.num_seeds` = N.
 
 With N > 1 every train state is N independent states stacked on a leading seed axis, and every
-update, validation and policy call is `jax.vmap`ped over it, so N models train in one compiled
-program. Seed i is training seed `config.seed + i`, and its keys are exactly those a one-seed run of
-that seed derives, so seed i of an N-seed run equals that run up to the rounding of batched matmuls.
-With N = 1 nothing is stacked and a run is what it always was (its checkpoints included).
+update, validation and policy call is `jax.vmap`ped over it (stage 1's update on CPU: one copy per
+seed, `unrolls_stage`), so N models train in one compiled program. Seed i is training seed
+`config.seed + i`, and its keys are exactly those a one-seed run of that seed derives, so seed i of
+an N-seed run equals that run up to the rounding of batched matmuls. With N = 1 nothing is stacked
+and a run is what it always was (its checkpoints included).
 
 The seed axis is sharded over the mesh's `seed` axis (`train.seed_shards` devices), the batch of
 each seed over its `data` axis.
@@ -19,7 +20,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mage_jax.training.sharding import SEED_AXIS
+from mage_jax.training.sharding import SEED_AXIS, replicated
 
 
 def training_seeds(config: ml_collections.ConfigDict) -> list[int]:
@@ -76,14 +77,10 @@ def unrolls_stage(stage: str) -> bool:
     return stage == "autoencoder" and jax.default_backend() == "cpu"
 
 
-def seed_sharded(mesh: Mesh) -> NamedSharding:
-    """Every leaf's leading (seed) axis over the mesh's `seed` axis."""
-    return NamedSharding(mesh, PartitionSpec(SEED_AXIS))
-
-
 def state_sharding(mesh: Mesh, stacked: bool) -> NamedSharding:
-    """Where a train state lives: split by seed when stacked, else replicated."""
-    return seed_sharded(mesh) if stacked else NamedSharding(mesh, PartitionSpec())
+    """Where a train state lives: every leaf's leading (seed) axis over the mesh's `seed` axis when
+    stacked, else replicated."""
+    return NamedSharding(mesh, PartitionSpec(SEED_AXIS)) if stacked else replicated(mesh)
 
 
 def select(tree, index: int, stacked: bool):
