@@ -8,7 +8,8 @@ Pass the run's own --config (and any --config.* overrides it was trained with): 
 checked against it. Nothing is retrained and the run's files are not touched; outputs go to
 `<workdir>/diagnose/`. First a table of held-out validation metrics at the final checkpoints (the
 action error of every way of acting next to predicting the mean action and BC), then one evaluation
-per sweep value (score, success and the held-out action error under those sampling options).
+per sweep value (score, success, the held-out action error of the head on one plan sampled with
+those options, and that of the policy as it acts, which also counts eval.num_plans and its reduction).
 `acting_head=stage1|stage3` switches between stage 1's inverse dynamics and stage 3's acting head.
 """
 
@@ -33,6 +34,7 @@ from mage_jax.models.sampling import sampling_options  # noqa: E402
 from mage_jax.models.transformer import make_transformer  # noqa: E402
 from mage_jax.training import train, validation  # noqa: E402
 from mage_jax.training.metrics_writer import MetricsWriter  # noqa: E402
+from mage_jax.training.stage1 import masked_action_error  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "The run's config file[:variant].", lock_config=True)
@@ -101,7 +103,19 @@ def _sweep_one(ctx, config, field: str, value, params: dict, step: int, ae_model
     mse = acting.get("head_action_mse_sampled_plan", acting["action_mse_sampled_plan"])
     aggregate = results["aggregate"]
     return {"score": results["headline"], "success_rate": aggregate.get("success_rate"),
-            "val_action_mse_sampled_plan": float(mse)}
+            "val_action_mse_sampled_plan": float(mse),
+            "val_action_mse_policy": _policy_action_error(ctx, cfg, act, params)}
+
+
+def _policy_action_error(ctx, config, act, params: dict) -> float:
+    """Held-out action MSE of `act` as the evaluation calls it (its target return, guidance, plans
+    and head): its action at each held-out window's first state against the window's action(s)."""
+    first = ctx.val_batch["segments"][:, 0]  # (N, 1 + S): scaled RTG, normalised state
+    observations = first[:, 1:] * ctx.stats.state_std + ctx.stats.state_mean
+    actions = act(params, observations, first[:, 0] * config.data.rtg_scale,
+                  jax.random.PRNGKey(int(config.data.val_seed)))
+    actions = actions if actions.ndim == 3 else actions[:, None]
+    return float(masked_action_error(actions, ctx.val_batch["actions"], ctx.val_batch["mask"]))
 
 
 def main(argv):
@@ -131,8 +145,8 @@ def main(argv):
             row = _sweep_one(ctx, config, field, value, params, int(tf_state.step), ae_model, tf_model)
             report["sweeps"][f"{field}={value}"] = row
     if report["sweeps"]:
-        print("\neval-only sweeps (score mean ± s.e. over seeds | success | held-out sampled-plan "
-              "action MSE)")
+        print("\neval-only sweeps (score mean ± s.e. over seeds | success | held-out action MSE of "
+              "the head on one sampled plan | of the policy as it acts)")
         for name, row in report["sweeps"].items():
             if "error" in row:
                 print(f"  {name:<32} {row['error']}")
@@ -140,7 +154,7 @@ def main(argv):
             s, ok = row["score"], row["success_rate"]
             success = "" if ok is None else f"{ok['mean']:.0f}%"  # success_rate is x100
             print(f"  {name:<32} {s['metric']} {s['mean']:7.2f} ± {s['stderr']:5.2f} | {success:>4} | "
-                  f"{row['val_action_mse_sampled_plan']:.4f}")
+                  f"{row['val_action_mse_sampled_plan']:.4f} | {row['val_action_mse_policy']:.4f}")
     path = os.path.join(out_dir, "diagnose.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=2, default=float)

@@ -38,6 +38,7 @@ _EVAL_STAGE = {"mage": "transformer", "bc": "bc"}  # the stage --checkpoint_step
 # them equal to models.transformer.COMPUTE_DTYPES and training.loop.SCAN_MODES.
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _SCAN_MODES = ("auto", "always", "never")
+_PLAN_REDUCTIONS = ("best", "mean")
 
 
 class UsageError(ValueError):
@@ -66,6 +67,10 @@ def _is_int(v) -> bool:
 
 def _int_at_least(low: int) -> tuple[Callable, str]:
     return (lambda v: _is_int(v) and v >= low), f"an integer >= {low}"
+
+
+def _one_of(allowed: tuple) -> tuple[Callable, str]:
+    return (lambda v: v in allowed), "one of: " + ", ".join(map(repr, allowed))
 
 
 def _in_range(low: float, high: float, low_open: bool = False, high_open: bool = False):
@@ -122,7 +127,7 @@ _FIELD_RULES = {
     "train.num_seeds": _int_at_least(1),
     "train.seed_shards": _int_at_least(1),
     "train.steps_per_call": _int_at_least(1),
-    "train.scan_updates": ((lambda v: v in _SCAN_MODES), "one of: " + ", ".join(map(repr, _SCAN_MODES))),
+    "train.scan_updates": _one_of(_SCAN_MODES),
     "train.log_every": _int_at_least(1),
     "train.checkpoint_every": _int_at_least(1),
     "train.keep_checkpoints": _int_at_least(1),
@@ -138,6 +143,7 @@ _FIELD_RULES = {
     "eval.top_k": _int_at_least(0),
     "eval.top_p": _in_range(0, 1),
     "eval.num_plans": _int_at_least(1),
+    "eval.plan_reduce": _one_of(_PLAN_REDUCTIONS),
     "eval.action_chunk": _int_at_least(1),
 }
 

@@ -123,7 +123,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.temperature = 1.0  # sampling temperature
     c.eval.top_k = 0  # keep the k most likely codes (0 = off)
     c.eval.top_p = 0.0  # nucleus sampling mass (0 = off)
-    c.eval.num_plans = 1  # plans sampled per step; > 1 acts on the one ending in the best learned value
+    c.eval.num_plans = 1  # plans sampled per step (M); with M > 1, eval.plan_reduce says how to act on them
+    # 'best': act on the plan ending in the best learned value; 'mean': average the head's actions
+    # over the M plans (the expected action under the plan distribution, not one sample of it).
+    # Both measured: docs/decisions.md#num-plans.
+    c.eval.plan_reduce = "best"
     c.eval.action_chunk = 1  # actions executed from each plan before replanning
     c.eval.vector_env = "auto"  # 'sync' | 'async' | 'auto' (async for heavy envs such as kitchen)
     c.eval.multi = False  # pointmaze: random start and goal per episode (Multi2D)

@@ -12,6 +12,12 @@ import tempfile
 # Set before anything imports minari / huggingface_hub / jax.
 os.environ["HF_HUB_OFFLINE"] = "1"  # a missing dataset fails at once instead of retrying DNS
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests spend their time compiling tiny programs, not running them: without LLVM's costly
+# optimisations XLA:CPU compiled and ran a cold quicktest run in 101 s instead of 151 s (2 busy
+# cores), to the same validation metrics and score, and test_sampling.py took 81 s instead of 110 s.
+# Set for this process and every subprocess a test starts (those that set XLA_FLAGS add it).
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 os.environ["MINARI_DATASETS_PATH"] = tempfile.mkdtemp(prefix="mage_jax_minari_")
 atexit.register(shutil.rmtree, os.environ["MINARI_DATASETS_PATH"], ignore_errors=True)
 # Launcher tests run the same programs in several subprocesses: compile each once per session.
@@ -35,11 +41,6 @@ QUICKTEST = "experiments/pointmaze.py:local,umaze,quicktest"
 # Small enough for CI: a 5k-step dataset, few updates, short evaluation episodes.
 TINY = ["--config.data.generator_kwargs.steps=5000", "--config.train.log_every=10",
         "--config.eval.max_steps=10", "--config.eval.num_seeds=4"]
-# Launched test runs spend their time compiling, not computing: without LLVM's costly optimisations
-# XLA:CPU compiled and ran a cold quicktest run in 101 s instead of 151 s (2 busy cores), to the same
-# validation metrics and score. Set for the subprocesses the tests start (`start` below; tests that
-# set XLA_FLAGS themselves add it), not for the programs compiled in the test processes.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def launcher_command(workdir, *flags, config=QUICKTEST, tiny=True) -> list[str]:
@@ -52,8 +53,7 @@ def start(workdir, *flags, config=QUICKTEST, tiny=True, env=None) -> subprocess.
     """The launcher in a subprocess, stdout and stderr together (a pipe: not a terminal)."""
     return subprocess.Popen(launcher_command(workdir, *flags, config=config, tiny=tiny), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={"XLA_FLAGS": FAST_COMPILE, **os.environ, "PYTHONUNBUFFERED": "1",
-                                 **(env or {})})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def launch(workdir, *flags, timeout=600, **kwargs) -> tuple[int, str]:

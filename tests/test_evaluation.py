@@ -502,5 +502,9 @@ def test_several_training_seeds_run_in_one_rollout_and_report_iqm_and_interval()
     assert [r["training_seed"] for r in record["per_seed"]] == [7] * SEEDS + [8] * SEEDS + [9] * SEEDS
     table = results_lib.format_score_table(record)
     assert "3 training seeds x 8 seeds" in table and "seed 9" in table and "IQM" in table
-    # The same scores always give the same interval.
+    # The same scores always give the same interval, whatever numpy's global generator holds, and
+    # leave that generator as it was.
+    np.random.seed(123)
+    state = np.random.get_state()[1].copy()
     assert results_lib.seed_statistics(means)["iqm_ci95"] == over["iqm_ci95"]
+    np.testing.assert_array_equal(np.random.get_state()[1], state)

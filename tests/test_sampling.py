@@ -362,7 +362,9 @@ def test_learned_target_conditions_on_the_predicted_best_return(tiny):
     np.testing.assert_allclose(with_target, by_hand, atol=1e-5)
 
 
-def test_best_of_several_plans_acts_on_the_plan_ending_in_the_highest_value(tiny):
+def test_several_plans_act_on_the_best_ending_plan_or_on_the_mean_action(tiny):
+    """eval.num_plans = 3: 'best' reads the plan ending in the highest learned value; 'mean' averages
+    the head's actions over the three plans."""
     config, ae_model, tf_model, ae_params, tf_params, _ = tiny
     stats = NormStats(np.zeros(STATE_DIM), np.ones(STATE_DIM))  # states = observations
     several = _tiny_config()
@@ -384,6 +386,15 @@ def test_best_of_several_plans_acts_on_the_plan_ending_in_the_highest_value(tiny
     best = f_hat.reshape(4, 3, *f_hat.shape[1:])[jnp.arange(4), jnp.argmax(values, 1)]
     expected = ae_model.apply(ae_params, best, observations, method="inverse_dynamics")[:, 0]
     np.testing.assert_allclose(actions, jnp.clip(expected, -10.0, 10.0), atol=1e-5)
+
+    several.eval.plan_reduce = "mean"
+    mean_actions = make_policy(several, ae_model, tf_model, stats, -10.0, 10.0)(
+        params, observations, returns, key)
+    each = ae_model.apply(ae_params, f_hat, jnp.repeat(observations, 3, axis=0),
+                          method="inverse_dynamics")[:, 0]
+    each = jnp.clip(each, -10.0, 10.0).reshape(4, 3, -1)
+    assert float(jnp.max(jnp.abs(each[:, 0] - each[:, 1]))) > 1e-4  # the plans' actions differ
+    np.testing.assert_allclose(mean_actions, each.mean(axis=1), atol=1e-5)
 
 
 def _segment_data(episodes=3, length=12, seed=0) -> SegmentData:

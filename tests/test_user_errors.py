@@ -305,10 +305,14 @@ def test_head_true_scales_must_be_a_count_of_existing_scales():
         config_checks.check_config(c)
 
 
-def test_num_plans_must_be_at_least_one():
+def test_num_plans_must_be_at_least_one_and_reduced_by_a_known_rule():
     c = _quicktest_config()
     c.eval.num_plans = 0
     with pytest.raises(config_checks.UsageError, match="eval.num_plans=0 must be an integer >= 1"):
+        config_checks.check_config(c)
+    c.eval.num_plans, c.eval.plan_reduce = 4, "average"
+    with pytest.raises(config_checks.UsageError,
+                       match="eval.plan_reduce='average' must be one of: 'best', 'mean'"):
         config_checks.check_config(c)
 
 

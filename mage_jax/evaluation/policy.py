@@ -75,9 +75,9 @@ def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Next
 
     Returns (N, A) actions, or with config.eval.action_chunk = n > 1 the (N, n, A) planned actions to
     execute in order before calling again. With config.eval.num_plans = M > 1, M plans are sampled per
-    row and the head reads the one whose final state has the highest learned value (M times the
-    sampling work). Actions are clipped to [action_low, action_high]. `params` is
-    {"autoencoder": ..., "transformer": ...}. Pure, so it can be vmapped or sharded over seeds.
+    row (M times the sampling work) and `eval.plan_reduce` says how to act on them. Actions are
+    clipped to [action_low, action_high]. `params` is {"autoencoder": ..., "transformer": ...,
+    optionally "head": ...}. Pure, so it can be vmapped or sharded over seeds.
     """
     conditioner = _Conditioner(norm_stats, config.data.rtg_scale, tf_model, config.eval.learned_target)
     _check_models(config, tf_model, conditioner.mean.shape[0])
@@ -89,31 +89,39 @@ def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Next
     low = jnp.asarray(action_low, jnp.float32)
     high = jnp.asarray(action_high, jnp.float32)
     options = sampling_options(config.eval)
-    num_plans = int(config.eval.num_plans)
+    num_plans, reduce = int(config.eval.num_plans), str(config.eval.plan_reduce)
 
-    def best_plan(tf_params: Any, ae_params: Any, cond: jax.Array, key: jax.Array) -> jax.Array:
-        """f_hat (N, T_lat, C): one sampled plan per row, or the best of `num_plans`, judged by the
-        learned best return (`predict_return`) of the state each decoded plan ends in."""
+    def read_actions(ae_params: Any, head: Any, f_hat: jax.Array, states: jax.Array) -> jax.Array:
+        actions = ae_model.apply(with_inverse_head(ae_params, head), f_hat, states,
+                                 method="inverse_dynamics")
+        return jnp.clip(actions, low, high)  # (rows, n, A)
+
+    def plan_actions(params: Params, cond: jax.Array, states: jax.Array, key: jax.Array) -> jax.Array:
+        """(N, n, A): the head's actions on one sampled plan per row, or on `num_plans` of them,
+        reduced by `plan_reduce`: 'best' reads the plan whose decoded final state has the highest
+        learned best return (`predict_return`), 'mean' averages the actions over all of them."""
+        tf_params, ae_params, head = params["transformer"], params["autoencoder"], params.get("head")
         if num_plans == 1:
-            return sample_with_trace(tf_model, ae_model, tf_params, ae_params, cond, key,
-                                     **options).f_hat
+            f_hat = sample_with_trace(tf_model, ae_model, tf_params, ae_params, cond, key,
+                                      **options).f_hat
+            return read_actions(ae_params, head, f_hat, states)
         batch = cond.shape[0]
         rows = jnp.repeat(cond, num_plans, axis=0)  # all plans in one sampling pass
         f_hat = sample_with_trace(tf_model, ae_model, tf_params, ae_params, rows, key, **options).f_hat
+        if reduce == "mean":
+            actions = read_actions(ae_params, head, f_hat, jnp.repeat(states, num_plans, axis=0))
+            return actions.reshape(batch, num_plans, *actions.shape[1:]).mean(axis=1)
         end_states = ae_model.apply(ae_params, f_hat, rows[:, 0], method="decode")[:, -1, 1:]
         value = tf_model.apply(tf_params, end_states, method=NextScaleTransformer.predict_return)
         best = jnp.argmax(value.reshape(batch, num_plans), axis=1)
-        return f_hat.reshape(batch, num_plans, *f_hat.shape[1:])[jnp.arange(batch), best]
+        f_hat = f_hat.reshape(batch, num_plans, *f_hat.shape[1:])[jnp.arange(batch), best]
+        return read_actions(ae_params, head, f_hat, states)
 
     @jax.jit
     def act(params: Params, observations: jax.Array, returns_to_go: jax.Array,
             key: jax.Array) -> jax.Array:
         cond, states = conditioner(params["transformer"], observations, returns_to_go)
-        ae_params = params["autoencoder"]
-        f_hat = best_plan(params["transformer"], ae_params, cond, key)
-        actions = ae_model.apply(with_inverse_head(ae_params, params.get("head")), f_hat, states,
-                                 method="inverse_dynamics")
-        actions = jnp.clip(actions, low, high)  # (N, n, A)
+        actions = plan_actions(params, cond, states, key)
         return actions[:, 0] if chunk == 1 else actions[:, :chunk]
 
     return act

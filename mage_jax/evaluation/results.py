@@ -103,11 +103,18 @@ def seed_statistics(scores: Sequence[float], reps: int = 2000) -> dict:
     values = np.asarray(scores, np.float64).reshape(-1, 1)  # runs x tasks
     mean, stderr = mean_and_stderr(values)
     iqm = float(metrics.aggregate_iqm(values))
-    with warnings.catch_warnings():  # arch deprecates the RandomState rliable hands it
-        warnings.simplefilter("ignore", FutureWarning)
-        _, intervals = library.get_interval_estimates(
-            {"scores": values}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
-            random_state=np.random.RandomState(0))
+    # rliable 1.2's StratifiedBootstrap draws its resamples from numpy's global generator whatever
+    # random_state it is given: seed that for the call and put the caller's state back.
+    global_state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        with warnings.catch_warnings():  # arch deprecates the RandomState rliable hands it
+            warnings.simplefilter("ignore", FutureWarning)
+            _, intervals = library.get_interval_estimates(
+                {"scores": values}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
+                random_state=np.random.RandomState(0))
+    finally:
+        np.random.set_state(global_state)
     low, high = (float(v) for v in np.asarray(intervals["scores"]).reshape(-1))
     return {"mean": mean, "stderr": stderr, "iqm": iqm, "iqm_ci95": [low, high],
             "n": int(values.shape[0]), "per_seed": [float(v) for v in values[:, 0]]}
