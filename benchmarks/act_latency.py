@@ -20,6 +20,7 @@ from throughput import PAPER_MS_PER_ACTION, load_config, random_policy, random_s
 
 from mage_jax.models.autoencoder import make_autoencoder
 from mage_jax.models.transformer import make_transformer
+from mage_jax.training import train
 
 
 def main(argv=None) -> None:
@@ -34,7 +35,7 @@ def main(argv=None) -> None:
     config = ml_collections.ConfigDict(load_config(args.config).to_dict())
     sd, ad, horizon = args.state_dim, args.action_dim, int(config.data.horizon)
     stage1_state, stage2_state = random_states(config, sd, ad)
-    params = {"autoencoder": stage1_state.params, "transformer": stage2_state.params}
+    params = train.acting_params({train.AUTOENCODER: stage1_state, train.TRANSFORMER: stage2_state})
     act = random_policy(config, make_autoencoder(config.model, sd, ad, horizon),
                         make_transformer(config.model, sd), sd, ad)
     print(f"{args.config} on {jax.devices()[0].device_kind} ({jax.default_backend()}), "

@@ -29,9 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mage_jax.baselines import bc  # noqa: E402
 from mage_jax.evaluation.policy import make_policy  # noqa: E402
-from mage_jax.models.autoencoder import make_autoencoder  # noqa: E402
 from mage_jax.models.sampling import sampling_options  # noqa: E402
-from mage_jax.models.transformer import make_transformer  # noqa: E402
 from mage_jax.training import train, validation  # noqa: E402
 from mage_jax.training.metrics_writer import MetricsWriter  # noqa: E402
 from mage_jax.training.stage1 import masked_action_error  # noqa: E402
@@ -59,18 +57,18 @@ def _parse_sweep(spec: str, config) -> tuple[str, list]:
     return field, [(w.lower() in ("1", "true")) if kind is bool else kind(w) for w in words]
 
 
-def _validation_table(ctx, config, ae_model, tf_model, ae_state, tf_state, head, bc_params) -> dict:
-    batch = ctx.val_batch
+def _validation_table(ctx, config, params: dict, bc_params) -> dict:
+    batch, ae_model, tf_model = ctx.val_batch, ctx.ae_model, ctx.tf_model
+    ae_params, tf_params, head = params["autoencoder"], params["transformer"], params.get("head")
     rows = {"held-out windows": batch["segments"].shape[0],
             "action variance (error of the mean action)": validation.action_variance(batch)}
     rows.update({f"autoencoder {k}": v for k, v in
-                 validation.autoencoder_validation(ae_model, batch)(ae_state.params).items()})
-    tf_metrics = validation.transformer_validation(config, ae_model, tf_model, ae_state.params,
-                                                   batch)(tf_state.params)
+                 validation.autoencoder_validation(ae_model, batch)(ae_params).items()})
+    tf_metrics = validation.transformer_validation(config, ae_model, tf_model, ae_params, batch)(tf_params)
     rows.update({f"transformer {k}": v for k, v in tf_metrics.items()})
     if head is not None:
         rows["stage-3 head action_mse_sampled_plan"] = validation.head_validation(
-            config, ae_model, tf_model, ae_state.params, tf_state.params, batch)(head)[
+            config, ae_model, tf_model, ae_params, tf_params, batch)(head)[
             "action_mse_sampled_plan"]
     if bc_params is not None:
         rows["BC action_mse"] = validation.bc_validation(bc.make_bc_model(config, ctx.action_dim),
@@ -78,7 +76,7 @@ def _validation_table(ctx, config, ae_model, tf_model, ae_state, tf_state, head,
     return rows
 
 
-def _sweep_one(ctx, config, field: str, value, params: dict, step: int, ae_model, tf_model) -> dict:
+def _sweep_one(ctx, config, field: str, value, params: dict, step: int) -> dict:
     from mage_jax.evaluation.run import evaluate_run
 
     cfg = copy.deepcopy(config)
@@ -90,7 +88,7 @@ def _sweep_one(ctx, config, field: str, value, params: dict, step: int, ae_model
             return {"error": "no stage-3 head (config.head.acts = False)"}
     else:
         cfg.eval[field.split(".", 1)[1]] = value
-    act = make_policy(cfg, ae_model, tf_model, ctx.stats, ctx.episodes.action_low,
+    act = make_policy(cfg, ctx.ae_model, ctx.tf_model, ctx.stats, ctx.episodes.action_low,
                       ctx.episodes.action_high)
     out_dir = os.path.join(ctx.workdir, "diagnose", f"{field}={value}")
     sweep_ctx = dataclasses.replace(ctx, config=cfg, workdir=out_dir,
@@ -98,7 +96,7 @@ def _sweep_one(ctx, config, field: str, value, params: dict, step: int, ae_model
     results = evaluate_run(sweep_ctx, act, params, step, final=False, stage="diagnose")
     sweep_ctx.writer.close()
     acting = jax.device_get(validation.acting_path_metrics(
-        ae_model, tf_model, params["autoencoder"], params["transformer"], ctx.val_batch,
+        ctx.ae_model, ctx.tf_model, params["autoencoder"], params["transformer"], ctx.val_batch,
         jax.random.PRNGKey(int(cfg.data.val_seed)), sampling_options(cfg.eval), params.get("head")))
     mse = acting.get("head_action_mse_sampled_plan", acting["action_mse_sampled_plan"])
     aggregate = results["aggregate"]
@@ -121,28 +119,23 @@ def _policy_action_error(ctx, config, act, params: dict) -> float:
 def main(argv):
     del argv
     config, workdir = FLAGS.config, FLAGS.workdir
+    if config.algorithm != "mage":
+        raise app.UsageError("diagnose.py reads a MAGE run; pass BC runs as --bc_workdir")
     out_dir = os.path.join(workdir, "diagnose")
-    ctx = dataclasses.replace(train.prepare(config, out_dir), workdir=workdir)
+    ctx, policy, _ = train.load_policy(config, workdir, out_dir=out_dir)
     if ctx.val_batch is None:
         raise app.UsageError("this dataset holds out no episodes (data.val_fraction = 0)")
-    ae_model = make_autoencoder(config.model, ctx.state_dim, ctx.action_dim, config.data.horizon)
-    tf_model = make_transformer(config.model, ctx.state_dim)
-    ae_state, tf_state, head = train.restore_finished(ctx)
     bc_params = None
     if FLAGS.bc_workdir:
-        bc_params = train.bc_state(dataclasses.replace(ctx, workdir=FLAGS.bc_workdir), train=False).params
-    report = {"validation": _validation_table(ctx, config, ae_model, tf_model, ae_state, tf_state,
-                                              head, bc_params), "sweeps": {}}
+        bc_params = train.bc_state(dataclasses.replace(ctx, workdir=FLAGS.bc_workdir), {}, train=False).params
+    report = {"validation": _validation_table(ctx, config, policy.params, bc_params), "sweeps": {}}
     print("\nheld-out validation (final checkpoints, eval sampling options)")
     for name, value in report["validation"].items():
         print(f"  {name:<52} {value:.4g}")
-    params = {"autoencoder": ae_state.params, "transformer": tf_state.params}
-    if head is not None:
-        params["head"] = head
     for spec in FLAGS.sweep:
         field, values = _parse_sweep(spec, config)
         for value in values:
-            row = _sweep_one(ctx, config, field, value, params, int(tf_state.step), ae_model, tf_model)
+            row = _sweep_one(ctx, config, field, value, policy.params, policy.step)
             report["sweeps"][f"{field}={value}"] = row
     if report["sweeps"]:
         print("\neval-only sweeps (score mean ± s.e. over seeds | success | held-out action MSE of "

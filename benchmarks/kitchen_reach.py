@@ -16,7 +16,6 @@ window's own (R_0, s_0). Nothing is written to the run.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
@@ -32,13 +31,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mage_jax.data.observations import flatten_observations  # noqa: E402
 from mage_jax.datasets.kitchen_expert import CANONICAL_ORDER  # noqa: E402
 from mage_jax.evaluation.envs import make_eval_envs  # noqa: E402
-from mage_jax.evaluation.policy import make_policy  # noqa: E402
 from mage_jax.evaluation.rollout import evaluate_policy  # noqa: E402
 from mage_jax.evaluation.run import target_return  # noqa: E402
 from mage_jax.evaluation.sharded import shard_policy  # noqa: E402
-from mage_jax.models.autoencoder import make_autoencoder  # noqa: E402
 from mage_jax.models.sampling import sampling_options  # noqa: E402
-from mage_jax.models.transformer import make_transformer  # noqa: E402
 from mage_jax.training import train  # noqa: E402
 from mage_jax.training.head import generated_plans  # noqa: E402
 
@@ -155,10 +151,10 @@ def format_plan_table(distances: dict) -> str:
     return "\n".join(lines)
 
 
-def plan_precision(ctx, config, models, states, hand: HandPositions) -> dict:
+def plan_precision(ctx, config, params: dict, hand: HandPositions) -> dict:
     """Hand distances (B, H) on the held-out windows for the encoded true future and a sampled plan."""
-    ae_model, tf_model = models
-    ae_params, tf_params = states[0].params, states[1].params
+    ae_model, tf_model = ctx.ae_model, ctx.tf_model
+    ae_params, tf_params = params["autoencoder"], params["transformer"]
     batch = ctx.val_batch
     segments = batch["segments"]
     f_true = ae_model.apply(ae_params, ae_model.apply(ae_params, segments, method="encode"),
@@ -177,20 +173,13 @@ def plan_precision(ctx, config, models, states, hand: HandPositions) -> dict:
                             ("sampled plan (eval options)", f_plan))}
 
 
-def recorded_evaluation(ctx, config, models, states) -> tuple[list[np.ndarray], list[set]]:
+def recorded_evaluation(ctx, config, policy: train.Policy) -> tuple[list[np.ndarray], list[set]]:
     """One evaluation of the saved run; per seed, the observations it acted on and its tasks done."""
-    ae_model, tf_model = models
-    ae_state, tf_state, head = states
-    params = {"autoencoder": ae_state.params, "transformer": tf_state.params}
-    if head is not None:
-        params["head"] = head
-    act = make_policy(config, ae_model, tf_model, ctx.stats, ctx.episodes.action_low,
-                      ctx.episodes.action_high)
-    policy, seen = shard_policy(act, params, ctx.mesh), []
+    sharded, seen = shard_policy(policy.act, policy.params, ctx.mesh), []
 
     def recording(observations, returns_to_go, key):
         seen.append(np.array(observations))
-        return policy(observations, returns_to_go, key)
+        return sharded(observations, returns_to_go, key)
 
     env_spec = make_eval_envs(ctx.dataset, config.data.obs_family, multi=config.eval.multi)
     result = evaluate_policy(recording, env_spec, num_seeds=config.eval.num_seeds,
@@ -209,19 +198,15 @@ def main(argv):
         raise app.UsageError("kitchen_reach.py needs a kitchen run (config.data.obs_family='kitchen')")
     if config.eval.action_chunk != 1:  # the replay records one observation per policy call
         raise app.UsageError("kitchen_reach.py replays one action per plan (config.eval.action_chunk=1)")
-    ctx = dataclasses.replace(train.prepare(config, os.path.join(FLAGS.workdir, "diagnose")),
-                              workdir=FLAGS.workdir)
+    ctx, policy, _ = train.load_policy(config, FLAGS.workdir, out_dir=os.path.join(FLAGS.workdir, "diagnose"))
     hand = HandPositions()
     demos = [flatten_observations(e.observations, "kitchen") for e in ctx.dataset.iterate_episodes()]
     points, data_approaches = contact_points(demos, hand)
-    models = (make_autoencoder(config.model, ctx.state_dim, ctx.action_dim, config.data.horizon),
-              make_transformer(config.model, ctx.state_dim))
-    states = train.restore_finished(ctx)
-    trajectories, completed = recorded_evaluation(ctx, config, models, states)
+    trajectories, completed = recorded_evaluation(ctx, config, policy)
     print(f"\n{len(demos)} demonstrations; {len(trajectories)} evaluation episodes of {FLAGS.workdir}")
     print(format_table(data_approaches, policy_approaches(trajectories, completed, points, hand)))
     if ctx.val_batch is not None:
-        print(format_plan_table(plan_precision(ctx, config, models, states, hand)))
+        print(format_plan_table(plan_precision(ctx, config, policy.params, hand)))
 
 
 if __name__ == "__main__":

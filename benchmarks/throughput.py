@@ -47,6 +47,7 @@ from mage_jax.evaluation.policy import make_policy
 from mage_jax.models.autoencoder import make_autoencoder
 from mage_jax.models.sampling import make_sampler, sampling_options
 from mage_jax.models.transformer import compute_dtype, init_transformer_params, make_transformer
+from mage_jax.training import train
 from mage_jax.training.loop import make_multi_step
 from mage_jax.training.sharding import make_data_mesh, replicated
 from mage_jax.training.stage1 import create_stage1_state, make_stage1_step
@@ -278,7 +279,7 @@ def run(args) -> dict:
     ae_model = make_autoencoder(config.model, state_dim, action_dim, horizon)
     ae_params = stage1_state.params
     tf_model = make_transformer(config.model, state_dim)
-    params = {"autoencoder": ae_params, "transformer": stage2_state.params}
+    params = train.acting_params({train.AUTOENCODER: stage1_state, train.TRANSFORMER: stage2_state})
     out["params"] = {"autoencoder": param_count(ae_params), "transformer": param_count(params["transformer"])}
 
     training = []

@@ -302,6 +302,9 @@ def _checkpoint_problems(config, workdir: str, mode: str, checkpoint_step: int |
     if algorithm == "bc" and mode not in ("train", "eval"):
         return [f"--mode={mode} trains one MAGE stage; the baseline config.algorithm='bc' has one stage: "
                 "use --mode=train or --mode=eval"]
+    if mode == "train_head" and _get(config, "head.acts") is False:
+        return ["--mode=train_head trains stage 3's acting head, but config.head.acts=False (stage 1's head "
+                "acts, so there is no stage 3): pass --config.head.acts=True to train and act with it"]
     problems = _warm_start_problems(config)
     if problems:
         return problems

@@ -39,15 +39,8 @@ def tiny_config(**fields):
 def train_stages(workdir, stages=("autoencoder", "transformer", "head", "bc"), **fields) -> dict:
     """The `stages` of a MAGE run (in order, from the first) and a BC run in `workdir`: {stage: params}."""
     ctx = train.prepare(tiny_config(**fields), str(workdir))
-    out = {}
     try:
-        ae = out["autoencoder"] = train.autoencoder_state(ctx, train=True)
-        if "transformer" in stages:
-            tf = out["transformer"] = train.transformer_state(ctx, ae, train=True)
-        if "head" in stages:
-            out["head"] = train.head_state(ctx, ae, tf, train=True)
-        if "bc" in stages:
-            out["bc"] = train.bc_state(ctx, train=True)
+        out = train.run_stages(ctx, stages, trained=stages)
     finally:
         ctx.writer.close()
     return jax.device_get({stage: state.params for stage, state in out.items()})

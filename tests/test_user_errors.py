@@ -224,6 +224,8 @@ def test_modes_need_their_checkpoints(tmp_path):
     with pytest.raises(config_checks.UsageError, match="--mode=eval needs a trained head"):
         config_checks.check_run(mage, workdir, "eval")
     config_checks.check_run(load_experiment(QUICKTEST), workdir, "eval")  # stage 1's head acts
+    with pytest.raises(config_checks.UsageError, match="--mode=train_head .* config.head.acts=False"):
+        config_checks.check_run(load_experiment(QUICKTEST), workdir, "train_head")
 
     with pytest.raises(config_checks.UsageError, match="use --mode=train or --mode=eval"):
         config_checks.check_run(bc, workdir, "train_autoencoder")

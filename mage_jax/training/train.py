@@ -1,16 +1,21 @@
-"""Both training stages and the final evaluation, in the order `main.py --mode` selects.
+"""A run as a pipeline of stages, then its evaluation; `main.py --mode` picks a slice of it.
 
-Stage 1 trains the autoencoder (with its adapter and inverse dynamics) and stage 2 the transformer on
-the frozen autoencoder's token maps; each stage resumes from its latest checkpoint. Everything a stage
-needs is built from the config and the dataset, so re-running the same command continues the run.
+MAGE's pipeline is stage 1 (the autoencoder with its adapter and inverse dynamics), stage 2 (the
+transformer on the frozen autoencoder's token maps) and, when it acts, stage 3 (the acting head on
+generated plans); BC's is one stage. Each stage of the slice trains, resuming from its latest
+checkpoint, and the earlier ones are restored. Everything a stage needs is built from the config and
+the dataset, so re-running the same command continues the run. `load_policy` gives the tools that
+read saved runs the policy exactly as `--mode=eval` scores it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -45,6 +50,7 @@ from mage_jax.training.stage2 import create_stage2_state, make_stage2_step
 
 AUTOENCODER, TRANSFORMER, HEAD, BC = "autoencoder", "transformer", "head", "bc"
 MODES = ("train", "train_autoencoder", "train_transformer", "train_head", "eval")
+SECTIONS = {AUTOENCODER: "stage1", TRANSFORMER: "stage2", HEAD: "head", BC: "bc"}  # each stage's config
 ALGORITHMS = ("mage", "bc")
 
 
@@ -70,6 +76,14 @@ class RunContext:
     @property
     def action_dim(self) -> int:
         return int(self.episodes.actions.shape[-1])
+
+    @functools.cached_property
+    def ae_model(self):
+        return make_autoencoder(self.config.model, self.state_dim, self.action_dim, self.config.data.horizon)
+
+    @functools.cached_property
+    def tf_model(self):
+        return make_transformer(self.config.model, self.state_dim)
 
     @property
     def stacked(self) -> bool:
@@ -153,7 +167,7 @@ def _ensure_dataset_in_order(data_config: ml_collections.ConfigDict):
 
 def _stage_run(name: str, ctx: RunContext) -> StageRun:
     c = ctx.config
-    stage = {TRANSFORMER: c.stage2, HEAD: c.head, BC: c.bc}.get(name, c.stage1)
+    stage = c[SECTIONS[name]]
     return StageRun(name=name, num_steps=stage.num_steps, batch_size=stage.batch_size,
                     horizon=c.data.horizon, steps_per_call=c.train.steps_per_call,
                     log_every=c.train.log_every, checkpoint_every=c.train.checkpoint_every,
@@ -186,8 +200,9 @@ def _init_or_restore(ctx: RunContext, checkpointer: StageCheckpointer, init_fn, 
     return state
 
 
-def autoencoder_state(ctx: RunContext, train: bool):
-    """Stage 1: train (resuming) or, with train=False, restore the finished autoencoder."""
+def autoencoder_state(ctx: RunContext, states: dict, train: bool, step: int | None = None,
+                      on_call_end=None):
+    """Stage 1: train the autoencoder (resuming), or with train=False restore the finished one."""
     c = ctx.config
     init_key, train_key = ctx.stage_keys(1)
     checkpointer = StageCheckpointer(ctx.workdir, AUTOENCODER, keep=c.train.keep_checkpoints)
@@ -195,23 +210,22 @@ def autoencoder_state(ctx: RunContext, train: bool):
         raise FileNotFoundError(f"no autoencoder checkpoint in {checkpointer.directory}; run "
                                 "--mode=train_autoencoder (or --mode=train) first")
     state = _init_or_restore(
-        ctx, checkpointer, lambda k: create_stage1_state(c, k, ctx.state_dim, ctx.action_dim), init_key)
+        ctx, checkpointer, lambda k: create_stage1_state(c, k, ctx.state_dim, ctx.action_dim), init_key,
+        step=step)
     if train:
-        ae_model = make_autoencoder(c.model, ctx.state_dim, ctx.action_dim, c.data.horizon)
         state = run_stage(_stage_run(AUTOENCODER, ctx), state, make_stage1_step(c), ctx.segment_data,
-                          train_key, ctx.mesh, checkpointer, ctx.meta, ctx.writer,
+                          train_key, ctx.mesh, checkpointer, ctx.meta, ctx.writer, on_call_end=on_call_end,
                           validate=_validation(ctx, lambda b: validation.autoencoder_validation(
-                              ae_model, b, ctx.stacked)))
+                              ctx.ae_model, b, ctx.stacked)))
     checkpointer.close()
     return state
 
 
-def transformer_state(ctx: RunContext, ae_state, train: bool, step: int | None = None,
+def transformer_state(ctx: RunContext, states: dict, train: bool, step: int | None = None,
                       on_call_end=None):
-    """Stage 2 on the frozen autoencoder: train (resuming) or restore."""
-    c = ctx.config
+    """Stage 2 on the frozen autoencoder (`states[AUTOENCODER]`): train (resuming) or restore."""
+    c, ae_state = ctx.config, states[AUTOENCODER]
     init_key, train_key = ctx.stage_keys(2)
-    ae_model = make_autoencoder(c.model, ctx.state_dim, ctx.action_dim, c.data.horizon)
     checkpointer = StageCheckpointer(ctx.workdir, TRANSFORMER, keep=c.train.keep_checkpoints)
     if not train and checkpointer.latest_step() is None and not c.init.transformer:
         raise FileNotFoundError(f"no transformer checkpoint in {checkpointer.directory}; train first "
@@ -220,11 +234,10 @@ def transformer_state(ctx: RunContext, ae_state, train: bool, step: int | None =
                              init_key, step=step)
     if train:
         def step_fn(state, batch, key, ae_params):  # the frozen autoencoder of the same seed
-            return make_stage2_step(c, ae_model, ae_params)(state, batch, key)
+            return make_stage2_step(c, ctx.ae_model, ae_params)(state, batch, key)
 
-        tf_model = make_transformer(c.model, ctx.state_dim)
         validate = _validation(ctx, lambda b: validation.transformer_validation(
-            c, ae_model, tf_model, ae_state.params, b, ctx.stacked))
+            c, ctx.ae_model, ctx.tf_model, ae_state.params, b, ctx.stacked))
         state = run_stage(_stage_run(TRANSFORMER, ctx), state, step_fn, ctx.segment_data, train_key,
                           ctx.mesh, checkpointer, ctx.meta, ctx.writer, on_call_end=on_call_end,
                           validate=validate, frozen=ae_state.params)
@@ -232,43 +245,42 @@ def transformer_state(ctx: RunContext, ae_state, train: bool, step: int | None =
     return state
 
 
-def head_state(ctx: RunContext, ae_state, tf_state, train: bool, on_call_end=None):
+def head_state(ctx: RunContext, states: dict, train: bool, step: int | None = None, on_call_end=None):
     """Stage 3, the acting head on generated plans (frozen autoencoder and transformer)."""
     c = ctx.config
+    ae_params, tf_params = states[AUTOENCODER].params, states[TRANSFORMER].params
     train_key = ctx.stage_keys(4, split=False)
-    ae_model = make_autoencoder(c.model, ctx.state_dim, ctx.action_dim, c.data.horizon)
-    tf_model = make_transformer(c.model, ctx.state_dim)
     checkpointer = StageCheckpointer(ctx.workdir, HEAD, keep=c.train.keep_checkpoints)
     if not train and checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no acting-head checkpoint in {checkpointer.directory}; train it "
                                 "(--mode=train or --mode=train_head), or act with stage 1's head "
                                 "(--config.head.acts=False)")
-    state = _init_or_restore(ctx, checkpointer, lambda ae: create_head_state(c, ae), ae_state.params)
+    state = _init_or_restore(ctx, checkpointer, lambda ae: create_head_state(c, ae), ae_params, step=step)
     if train:
         def step_fn(state, batch, key, frozen):  # the frozen autoencoder and transformer of the seed
-            return make_head_step(c, ae_model, tf_model, *frozen)(state, batch, key)
+            return make_head_step(c, ctx.ae_model, ctx.tf_model, *frozen)(state, batch, key)
 
         validate = _validation(ctx, lambda b: validation.head_validation(
-            c, ae_model, tf_model, ae_state.params, tf_state.params, b, ctx.stacked))
+            c, ctx.ae_model, ctx.tf_model, ae_params, tf_params, b, ctx.stacked))
         run, data = _stage_run(HEAD, ctx), ctx.segment_data
         if c.head.plan_buffer > 0 and seeds_lib.current_step(state) < c.head.num_steps:
-            data = _plan_buffer(ctx, ae_model, tf_model, ae_state.params, tf_state.params)
+            data = _plan_buffer(ctx, ae_params, tf_params)
             run = dataclasses.replace(run, sample=sample_plan_buffer, data_per_seed=ctx.stacked)
         state = run_stage(run, state, step_fn, data, train_key, ctx.mesh, checkpointer, ctx.meta,
                           ctx.writer, on_call_end=on_call_end, validate=validate,
-                          frozen=(ae_state.params, tf_state.params))
+                          frozen=(ae_params, tf_params))
     checkpointer.close()
     return state
 
 
-def _plan_buffer(ctx: RunContext, ae_model, tf_model, ae_params, tf_params):
+def _plan_buffer(ctx: RunContext, ae_params, tf_params):
     """Stage 3's buffered plans, sampled again on resume (the same key gives the same buffer)."""
     c = ctx.config
     size = int(c.head.plan_buffer)
     started = time.perf_counter()
     with progress_bar(size, "head plans", "plan", disable=not sharding_lib.is_main_process(),
                       unit_scale=True) as bar:
-        buffer = make_plan_buffer(c, ae_model, tf_model, ae_params, tf_params, ctx.segment_data,
+        buffer = make_plan_buffer(c, ctx.ae_model, ctx.tf_model, ae_params, tf_params, ctx.segment_data,
                                   seeds_lib.stack(seeds_lib.stage_keys(c, 5)),
                                   seeds_lib.state_sharding(ctx.mesh, ctx.stacked),
                                   progress=lambda done: bar.update(done - bar.n), stacked=ctx.stacked)
@@ -277,18 +289,7 @@ def _plan_buffer(ctx: RunContext, ae_model, tf_model, ae_params, tf_params):
     return buffer
 
 
-def restore_finished(ctx: RunContext):
-    """A trained run's (autoencoder state, transformer state, stage-3 head params or None), for the
-    tools that read saved runs (benchmarks/); as in --mode=eval, stage 3's head acts when
-    config.head.acts, else stage 1's inverse dynamics."""
-    ae_state = autoencoder_state(ctx, train=False)
-    tf_state = transformer_state(ctx, ae_state, train=False)
-    acts = ctx.config.head.acts
-    head = head_state(ctx, ae_state, tf_state, train=False).params if acts else None
-    return ae_state, tf_state, head
-
-
-def bc_state(ctx: RunContext, train: bool, step: int | None = None, on_call_end=None):
+def bc_state(ctx: RunContext, states: dict, train: bool, step: int | None = None, on_call_end=None):
     """The behaviour-cloning baseline: one stage on the same data, budget `config.bc`."""
     c = ctx.config
     init_key, train_key = ctx.stage_keys(3)
@@ -308,9 +309,89 @@ def bc_state(ctx: RunContext, train: bool, step: int | None = None, on_call_end=
     return state
 
 
-def _periodic_evaluation(ctx: RunContext, stage: str, make_act_and_params,
+# Each stage: (ctx, the earlier stages' states, train, step, on_call_end) -> its state.
+STAGE_FUNCTIONS = {AUTOENCODER: autoencoder_state, TRANSFORMER: transformer_state, HEAD: head_state,
+                   BC: bc_state}
+
+
+def pipeline(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """A run's stages in order: BC's one, or MAGE's autoencoder, transformer and, when it acts, the
+    stage-3 head (without it stage 1's inverse dynamics acts)."""
+    if config.get("algorithm", "mage") == BC:
+        return (BC,)
+    return (AUTOENCODER, TRANSFORMER, HEAD) if config.head.acts else (AUTOENCODER, TRANSFORMER)
+
+
+def scored_stage(config: ml_collections.ConfigDict) -> str:
+    """The stage whose step a policy is scored at (and `--checkpoint_step` picks): BC's, or the
+    transformer's (the head follows the transformer it was trained on)."""
+    return BC if config.get("algorithm", "mage") == BC else TRANSFORMER
+
+
+def run_stages(ctx: RunContext, stages, trained=(), step: int | None = None, hooks=None) -> dict:
+    """Each of `stages` in order, trained (resuming) when in `trained` and restored otherwise:
+    {stage: state}. `step` picks the scored stage's checkpoint; `hooks(stage, earlier_states)` may give
+    a stage its `on_call_end`."""
+    states = {}
+    for name in stages:
+        hook = hooks(name, dict(states)) if hooks and name in trained else None
+        states[name] = STAGE_FUNCTIONS[name](ctx, states, train=name in trained,
+                                             step=step if name == scored_stage(ctx.config) else None,
+                                             on_call_end=hook)
+    return states
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How a run acts: `act(params, observations, returns_to_go, key)` (MAGE's or BC's, jitted), the
+    parameters it reads, the step it is scored at, and MAGE's plan decoder for the plots."""
+
+    act: Callable
+    params: Any
+    step: int
+    plan: Callable | None = None
+
+
+def acting_functions(ctx: RunContext) -> tuple[Callable, Callable | None]:
+    """(act, plan) of the run's algorithm; plan is None for BC."""
+    c, low, high = ctx.config, ctx.episodes.action_low, ctx.episodes.action_high
+    if c.get("algorithm", "mage") == BC:
+        return bc.make_bc_policy(c, ctx.action_dim, ctx.stats, low, high), None
+    return (make_policy(c, ctx.ae_model, ctx.tf_model, ctx.stats, low, high),
+            make_plan_trajectory(c, ctx.ae_model, ctx.tf_model, ctx.stats))
+
+
+def acting_params(states: dict) -> Any:
+    """The parameters `act` reads, from the stages' states: BC's, or {"autoencoder", "transformer",
+    and "head" when stage 3 has trained} (without "head", stage 1's inverse dynamics acts)."""
+    if BC in states:
+        return states[BC].params
+    params = {"autoencoder": states[AUTOENCODER].params, "transformer": states[TRANSFORMER].params}
+    if HEAD in states:
+        params["head"] = states[HEAD].params
+    return params
+
+
+def policy_of(ctx: RunContext, states: dict, functions=None) -> Policy:
+    act, plan = functions or acting_functions(ctx)
+    step = seeds_lib.current_step(states[scored_stage(ctx.config)])
+    return Policy(act, acting_params(states), step, plan)
+
+
+def load_policy(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
+                out_dir: str | None = None) -> tuple[RunContext, Policy, dict]:
+    """A finished run's policy as `--mode=eval` scores it, for the tools that read saved runs:
+    (context, policy, {stage: state}). Checkpoints are checked against `config`. The run's files are
+    not touched: the context writes its config and metrics to `out_dir` (default `workdir`)."""
+    ctx = dataclasses.replace(prepare(config, out_dir or workdir), workdir=workdir)
+    states = run_stages(ctx, pipeline(config), step=step)
+    return ctx, policy_of(ctx, states), states
+
+
+def _periodic_evaluation(ctx: RunContext, stage: str, act: Callable, params_of,
                          final_step: int | None = None):
-    """An `on_call_end` hook evaluating `stage` every `config.train.eval_every` steps (None when 0).
+    """An `on_call_end` hook evaluating `stage` every `config.train.eval_every` steps (None when 0);
+    `params_of(state)` gives the acting parameters at that point.
 
     `final_step`: the step the final evaluation will score with the same parameters right after this
     stage; it is not evaluated twice (on kitchen one evaluation takes about 100 s on 2 cores).
@@ -325,68 +406,54 @@ def _periodic_evaluation(ctx: RunContext, stage: str, make_act_and_params,
     def hook(step: int, state) -> None:
         previous, last["step"] = last["step"], step
         if previous is not None and step // every > previous // every and step != final_step:
-            act, params = make_act_and_params(state)
-            evaluate_run(ctx, act, params, step, final=False, stage=stage)
+            evaluate_run(ctx, act, params_of(state), step, final=False, stage=stage)
 
     return hook
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "train",
-                       checkpoint_step: int | None = None) -> dict | None:
-    """Run `mode`; returns the evaluation results when the mode evaluates."""
+def mode_stages(config: ml_collections.ConfigDict, mode: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The slice of the pipeline `mode` runs, (stages, trained): every stage for `train` (all
+    trained) and `eval` (none), else the stages up to the one `train_<stage>` trains."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    stages = pipeline(config)
+    if mode in ("train", "eval"):
+        return stages, stages if mode == "train" else ()
+    stage = mode.removeprefix("train_")
+    if stage not in stages:
+        raise ValueError(f"--mode={mode} trains the {stage}, which this config's pipeline "
+                         f"{' -> '.join(stages)} does not have")
+    return stages[:stages.index(stage) + 1], (stage,)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "train",
+                       checkpoint_step: int | None = None) -> dict | None:
+    """Run `mode`'s slice of the pipeline, then evaluate when the mode does (`train`, `eval`);
+    returns the evaluation results, or None."""
     algorithm = config.get("algorithm", "mage")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown config.algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    stages, trained = mode_stages(config, mode)
     ctx = prepare(config, workdir)
     try:
-        eval_step = checkpoint_step if mode == "eval" else None
-        if algorithm == "bc":
-            act = bc.make_bc_policy(config, ctx.action_dim, ctx.stats, ctx.episodes.action_low,
-                                    ctx.episodes.action_high)
-            hook = _periodic_evaluation(ctx, BC, lambda state: (act, state.params),
-                                        final_step=config.bc.num_steps if mode == "train" else None)
-            state = bc_state(ctx, train=mode != "eval", step=eval_step, on_call_end=hook)
-            params, plan, step = state.params, None, seeds_lib.current_step(state)
-        else:
-            ae_state = autoencoder_state(ctx, train=mode in ("train", "train_autoencoder"))
-            if mode == "train_autoencoder":
+        functions = acting_functions(ctx)
+        last = pipeline(config)[-1]
+
+        def hooks(stage: str, earlier: dict):
+            if stage == AUTOENCODER:  # nothing acts before the transformer
                 return None
-            ae_model = make_autoencoder(config.model, ctx.state_dim, ctx.action_dim, config.data.horizon)
-            tf_model = make_transformer(config.model, ctx.state_dim)
-            act = make_policy(config, ae_model, tf_model, ctx.stats, ctx.episodes.action_low,
-                              ctx.episodes.action_high)
-            plan = make_plan_trajectory(config, ae_model, tf_model, ctx.stats)
+            final = config[SECTIONS[stage]].num_steps if mode == "train" and stage == last else None
+            return _periodic_evaluation(ctx, stage, functions[0],
+                                        lambda state: acting_params({**earlier, stage: state}), final)
 
-            def act_and_params(state):
-                return act, {"autoencoder": ae_state.params, "transformer": state.params}
-
-            acts_last = mode == "train" and not config.head.acts  # stage 1's head acts
-            tf_state = transformer_state(ctx, ae_state, train=mode in ("train", "train_transformer"),
-                                         step=eval_step,
-                                         on_call_end=_periodic_evaluation(
-                                             ctx, TRANSFORMER, act_and_params,
-                                             final_step=config.stage2.num_steps if acts_last else None))
-            if mode == "train_transformer":
-                return None
-            _, params = act_and_params(tf_state)
-            step = seeds_lib.current_step(tf_state)
-            if config.head.acts:
-
-                def act_and_head_params(state):
-                    return act, {**params, "head": state.params}
-
-                params["head"] = head_state(
-                    ctx, ae_state, tf_state, train=mode in ("train", "train_head"),
-                    on_call_end=_periodic_evaluation(
-                        ctx, HEAD, act_and_head_params,
-                        final_step=config.head.num_steps if mode == "train" else None)).params
-            if mode == "train_head":
-                return None
+        states = run_stages(ctx, stages, trained, step=checkpoint_step if mode == "eval" else None,
+                            hooks=hooks)
+        if mode not in ("train", "eval"):
+            return None
         from mage_jax.evaluation.run import evaluate_run  # the env stack is only needed here
 
-        results = evaluate_run(ctx, act, params, step, plan=plan)
+        policy = policy_of(ctx, states, functions)
+        results = evaluate_run(ctx, policy.act, policy.params, policy.step, plan=policy.plan)
         logging.info("results: %s", json.dumps(results["headline"]))
         return results
     finally:
