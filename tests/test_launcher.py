@@ -89,17 +89,13 @@ def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
     with open(os.path.join(workdir, "eval_results.json")) as f:
         assert json.load(f)["per_seed"] == results["per_seed"]
 
-    # A checkpoint trained with another model is refused with a clear message.
-    code, out = launch(workdir, *HEAD, "--config.stage1.num_steps=20", "--config.model.code_dim=8",
-                       "--mode=train_autoencoder")
-    assert code == 1, out[-3000:]
-    assert "different config" in out and "model.code_dim" in out
-
 
 STEPS = 200  # quicktest's stage budget
 # One flag set for every mode of the run trained stage by stage (a checkpoint remembers its config).
+# 5 updates per call, as in the quicktest run above: the same compiled programs (XLA's cache serves them).
 STAGED = [*HEAD, f"--config.stage1.num_steps={STEPS}", f"--config.stage2.num_steps={STEPS}",
-          "--config.train.checkpoint_every=20", "--config.train.val_every=50"]  # 10 updates per call
+          "--config.train.checkpoint_every=20", "--config.train.val_every=50",
+          "--config.train.steps_per_call=5"]
 STAGE1 = ["--mode=train_autoencoder", *STAGED]
 
 

@@ -97,6 +97,8 @@ CASES = [
     ("obs_family_of_another_dataset", dict(flags=["--config.data.obs_family=box"]), "trained", USAGE,
      "set --config.data.obs_family=maze"),
     ("workdir_not_writable", dict(), "under_a_file", USAGE, "cannot be written: Not a directory"),
+    ("checkpoint_of_another_config", dict(flags=[*BC, "--config.data.val_fraction=0.1", "--mode=eval"]),
+     "trained", RUN, "data.val_fraction: checkpoint 0.05, this run 0.1"),
     ("offline_d4rl_dataset", dict(config="experiments/kitchen.py", tiny=False), "fresh", RUN,
      "kitchen.py:scripted"),
     ("nan_in_observations", dict(flags=["--config.data.dataset_id=local/pointmaze/nan-v0"]), "fresh", RUN,

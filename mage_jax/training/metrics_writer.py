@@ -32,12 +32,18 @@ class MetricsWriter:
     def __init__(self, workdir: str, enabled: bool = True):
         self.enabled = enabled
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+        self.tensorboard_dir = os.path.join(workdir, "tensorboard")
         self._tb = None
         if enabled:
             os.makedirs(workdir, exist_ok=True)
+
+    def _tensorboard(self):
+        """Opened at the first write, so that a run that fails before it leaves no empty event file."""
+        if self._tb is None:
             from tensorboardX import SummaryWriter  # lazy: keeps `import mage_jax` light
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(self.tensorboard_dir)
+        return self._tb
 
     def write(self, stage: str, step: int, metrics: dict, seeds: tuple[int, ...] | None = None,
               seed: int | None = None) -> None:
@@ -52,11 +58,12 @@ class MetricsWriter:
             arrays = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
             records = [(None, _scalars({k: v.mean(axis=0) for k, v in arrays.items()}))]
             records += [(s, _scalars({k: v[i] for k, v in arrays.items()})) for i, s in enumerate(seeds)]
+        tensorboard = self._tensorboard()
         with open(self.jsonl_path, "a") as f:
             for seed, scalars in records:
                 tag = stage if seed is None else f"{stage}_seed{seed}"
                 for name, value in scalars.items():
-                    self._tb.add_scalar(f"{tag}/{name}", value, step)
+                    tensorboard.add_scalar(f"{tag}/{name}", value, step)
                 extra = {} if seed is None else {"seed": seed}
                 f.write(json.dumps({"stage": stage, "step": int(step), "time": now, **extra,
                                     **scalars}) + "\n")

@@ -68,6 +68,7 @@ class RunContext:
     val_batch: dict | None  # fixed held-out windows for validation metrics (None: nothing held out)
     meta: dict  # stored beside every checkpoint
     writer: MetricsWriter
+    config_file: str | None = None  # where the run's config.json goes (None: nowhere)
 
     @property
     def state_dim(self) -> int:
@@ -112,10 +113,6 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
     for name in ("bc",) if config.algorithm == "bc" else ("stage1", "stage2", "head"):
         sharding_lib.check_batch_divisible(config[name].batch_size, mesh, f"{name}.batch_size")
     is_main = sharding_lib.is_main_process()
-    if is_main:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
     dataset = _ensure_dataset_in_order(config.data)
     all_episodes = episodes_from_minari(dataset, config.data.obs_family,
                                         rtg_discount=config.data.rtg_discount,
@@ -151,7 +148,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> RunContext:
                  meta["num_val_episodes"], meta["num_val_steps"], meta["state_dim"],
                  meta["action_dim"])
     return RunContext(config, workdir, mesh, dataset, episodes, stats, segment_data, val_batch, meta,
-                      MetricsWriter(workdir, enabled=is_main))
+                      MetricsWriter(workdir, enabled=is_main),
+                      os.path.join(workdir, "config.json") if is_main else None)
 
 
 def _ensure_dataset_in_order(data_config: ml_collections.ConfigDict):
@@ -192,12 +190,20 @@ def _init_or_restore(ctx: RunContext, checkpointer: StageCheckpointer, init_fn, 
                      seeds_lib.current_step(state), source)
         checkpointer.save(seeds_lib.current_step(state), state, ctx.meta)
         checkpointer.wait()
-        return state
-    if step is not None or checkpointer.latest_step() is not None:
+    elif step is not None or checkpointer.latest_step() is not None:
         state, _ = checkpointer.restore(state, ctx.meta["config"], step=step)
         logging.info("%s: restored step %d from %s", checkpointer.stage, seeds_lib.current_step(state),
                      checkpointer.directory)
+    _record_config(ctx)
     return state
+
+
+def _record_config(ctx: RunContext) -> None:
+    """config.json, written once a stage's checkpoint has matched the config: a command with another
+    model must not overwrite the record of the run it failed to resume."""
+    if ctx.config_file:
+        with open(ctx.config_file, "w") as f:
+            f.write(ctx.config.to_json_best_effort(indent=2))
 
 
 def autoencoder_state(ctx: RunContext, states: dict, train: bool, step: int | None = None,
@@ -384,6 +390,8 @@ def load_policy(config: ml_collections.ConfigDict, workdir: str, step: int | Non
     (context, policy, {stage: state}). Checkpoints are checked against `config`. The run's files are
     not touched: the context writes its config and metrics to `out_dir` (default `workdir`)."""
     ctx = dataclasses.replace(prepare(config, out_dir or workdir), workdir=workdir)
+    if out_dir is None:
+        ctx = dataclasses.replace(ctx, config_file=None)
     states = run_stages(ctx, pipeline(config), step=step)
     return ctx, policy_of(ctx, states), states
 
