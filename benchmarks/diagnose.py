@@ -2,7 +2,8 @@
 
     python benchmarks/diagnose.py --config=experiments/pointmaze.py:local,medium,cpu \
         --workdir=runs/pointmaze_local_medium_cpu [--bc_workdir=runs/<bc run>] \
-        [--sweep=eval.cfg_scale=0,1,3 --sweep=eval.temperature=0.5,1 --sweep=acting_head=stage1,stage3]
+        [--sweep=sampling.cfg_scale=0,1,3 --sweep=sampling.temperature=0.5,1 \
+         --sweep=eval.num_plans=1,4 --sweep=acting_head=stage1,stage3]
 
 Pass the run's own --config (and any --config.* overrides it was trained with): checkpoints are
 checked against it. Nothing is retrained and the run's files are not touched; outputs go to
@@ -38,8 +39,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "The run's config file[:variant].", lock_config=True)
 flags.DEFINE_string("workdir", None, "The MAGE run to diagnose.")
 flags.DEFINE_string("bc_workdir", None, "A BC run on the same data, for its held-out action error.")
-flags.DEFINE_multi_string("sweep", [], "field=v1,v2,...: evaluate once per value (eval.* fields, or "
-                          "acting_head=stage1,stage3).")
+flags.DEFINE_multi_string("sweep", [], "field=v1,v2,...: evaluate once per value (eval.* and sampling.* "
+                          "fields, or acting_head=stage1,stage3).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -51,9 +52,10 @@ def _parse_sweep(spec: str, config) -> tuple[str, list]:
     if field == "acting_head":
         return field, words
     section, _, name = field.partition(".")
-    if section != "eval" or name not in config.eval:
-        raise app.UsageError(f"--sweep field {field!r}: only eval.* fields or acting_head can be swept")
-    kind = type(config.eval[name])
+    if section not in ("eval", "sampling") or name not in config[section]:
+        raise app.UsageError(f"--sweep field {field!r}: only eval.* and sampling.* fields or acting_head "
+                             "can be swept")
+    kind = type(config[section][name])
     return field, [(w.lower() in ("1", "true")) if kind is bool else kind(w) for w in words]
 
 
@@ -87,7 +89,8 @@ def _sweep_one(ctx, config, field: str, value, params: dict, step: int) -> dict:
         elif "head" not in params:
             return {"error": "no stage-3 head (config.head.acts = False)"}
     else:
-        cfg.eval[field.split(".", 1)[1]] = value
+        section, name = field.split(".", 1)
+        cfg[section][name] = value
     act = make_policy(cfg, ctx.ae_model, ctx.tf_model, ctx.stats, ctx.episodes.action_low,
                       ctx.episodes.action_high)
     out_dir = os.path.join(ctx.workdir, "diagnose", f"{field}={value}")
@@ -97,7 +100,7 @@ def _sweep_one(ctx, config, field: str, value, params: dict, step: int) -> dict:
     sweep_ctx.writer.close()
     acting = jax.device_get(validation.acting_path_metrics(
         ctx.ae_model, ctx.tf_model, params["autoencoder"], params["transformer"], ctx.val_batch,
-        jax.random.PRNGKey(int(cfg.data.val_seed)), sampling_options(cfg.eval), params.get("head")))
+        jax.random.PRNGKey(int(cfg.data.val_seed)), sampling_options(cfg.sampling), params.get("head")))
     mse = acting.get("head_action_mse_sampled_plan", acting["action_mse_sampled_plan"])
     aggregate = results["aggregate"]
     return {"score": results["headline"], "success_rate": aggregate.get("success_rate"),

@@ -160,7 +160,7 @@ def plan_precision(ctx, config, params: dict, hand: HandPositions) -> dict:
     f_true = ae_model.apply(ae_params, ae_model.apply(ae_params, segments, method="encode"),
                             method="quantize").f_hat
     f_plan = generated_plans(tf_model, ae_model, tf_params, ae_params, batch,
-                             jax.random.PRNGKey(config.seed), sampling_options(config.eval))
+                             jax.random.PRNGKey(config.seed), sampling_options(config.sampling))
 
     def states_of(x):
         x = np.asarray(x)[..., 1:]  # drop the return-to-go channel

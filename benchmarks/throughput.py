@@ -186,7 +186,7 @@ def random_policy(config, ae_model, tf_model, state_dim: int, action_dim: int):
 def time_acting(config, ae_model, tf_model, params, state_dim: int, action_dim: int,
                 batches: list[int], repeats: int, peak: float, min_total_s: float) -> list[dict]:
     act = random_policy(config, ae_model, tf_model, state_dim, action_dim)
-    sampler = make_sampler(tf_model, ae_model, **sampling_options(config.eval))
+    sampler = make_sampler(tf_model, ae_model, **sampling_options(config.sampling))
     rows = []
     for batch in batches:
         observations = jax.random.normal(jax.random.PRNGKey(batch), (batch, state_dim))
@@ -306,7 +306,7 @@ def run(args) -> dict:
     batches = [int(b) for b in args.act_batches.split(",") if b]
     out["acting"] = time_acting(config, ae_model, tf_model, params, state_dim, action_dim, batches,
                                 args.repeats, peak, args.min_time)
-    out["sampling_options"] = sampling_options(config.eval)
+    out["sampling_options"] = sampling_options(config.sampling)
     if args.var_compare:
         out["var_comparable_sampling"] = time_var_comparable(
             [1, 64], args.var_top_k, args.var_cfg_scale, args.repeats, args.min_time, peak)

@@ -21,7 +21,7 @@ def get_config(arg=None):
         c.data.generator = "kitchen"
         c.data.generator_kwargs.episodes = 300  # scripted episodes to record
         c.data.generator_kwargs.mixed_fraction = 0.3  # share of episodes doing only some tasks
-        c.eval.temperature = SCRIPTED_TEMPERATURE  # the acting head also trains on such plans
+        c.sampling.temperature = SCRIPTED_TEMPERATURE  # the acting head also trains on such plans
     else:
         c.data.dataset_id = f"D4RL/kitchen/{v['dataset']}-v2"
     c.data.obs_family = "kitchen"  # the 59-D `observation` key

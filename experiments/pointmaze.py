@@ -86,8 +86,8 @@ def get_config(arg=None):
     c.eval.target_return = 1.0 if not v["dense"] else 10.0  # used only with learned_target=False
     # Condition on the best return the data shows from the current state: a fixed "goal now" target is
     # out of distribution away from the goal (docs/decisions.md#pointmaze-learned-target).
-    c.eval.learned_target = True
-    c.eval.cfg_scale = (GUIDANCE_BOOTSTRAPPED if bootstrap else GUIDANCE)[v["maze"]]
+    c.sampling.learned_target = True
+    c.sampling.cfg_scale = (GUIDANCE_BOOTSTRAPPED if bootstrap else GUIDANCE)[v["maze"]]
     if bootstrap and not STAGE3_HEAD[v["maze"]]:
         c.head.acts = False  # stage 1's head acts
     c.eval.decrement_return = False  # a discounted RTG is a time-to-goal code, not a budget

@@ -138,10 +138,10 @@ _FIELD_RULES = {
     "eval.max_steps": _int_at_least(0),
     "eval.target_return": ((lambda v: _is_number(v) and math.isfinite(v)),
                            "a finite number (< 0 = the best return in the data)"),
-    "eval.cfg_scale": _non_negative(),
-    "eval.temperature": _positive(),
-    "eval.top_k": _int_at_least(0),
-    "eval.top_p": _in_range(0, 1),
+    "sampling.cfg_scale": _non_negative(),
+    "sampling.temperature": _positive(),
+    "sampling.top_k": _int_at_least(0),
+    "sampling.top_p": _in_range(0, 1),
     "eval.num_plans": _int_at_least(1),
     "eval.plan_reduce": _one_of(_PLAN_REDUCTIONS),
     "eval.action_chunk": _int_at_least(1),
@@ -238,9 +238,9 @@ def _relation_problems(config) -> list[str]:
     if g("head.acts") is True and g("head.num_steps") == 0:
         problems.append("config.head.num_steps=0 leaves stage 3's acting head untrained; to act with "
                         "stage 1's inverse dynamics set --config.head.acts=False")
-    top_k, vocab = g("eval.top_k"), g("model.vocab_size")
+    top_k, vocab = g("sampling.top_k"), g("model.vocab_size")
     if _is_int(top_k) and _is_int(vocab) and top_k > vocab >= 1:
-        problems.append(f"config.eval.top_k={top_k} must be <= model.vocab_size={vocab} (0 = off)")
+        problems.append(f"config.sampling.top_k={top_k} must be <= model.vocab_size={vocab} (0 = off)")
     discount = g("data.rtg_discount")
     if g("data.rtg_bootstrap") is True and _is_number(discount) and discount >= 1:
         problems.append(f"config.data.rtg_bootstrap=True needs data.rtg_discount < 1 (got {discount}): "

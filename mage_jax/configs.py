@@ -117,12 +117,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.max_steps = 0  # episode step limit (0 = the evaluation env's own limit)
     c.eval.target_return = -1.0  # initial return-to-go, unscaled (-1 = best episode return in data)
     c.eval.decrement_return = True  # subtract collected reward from the return-to-go each step
-    c.eval.learned_target = False  # condition on the learned best return of the current state instead
-    c.eval.cfg_scale = 1.0  # classifier-free guidance strength (0 = conditional model)
-    c.eval.cfg_ramp = False  # ramp the guidance linearly over scales (VAR)
-    c.eval.temperature = 1.0  # sampling temperature
-    c.eval.top_k = 0  # keep the k most likely codes (0 = off)
-    c.eval.top_p = 0.0  # nucleus sampling mass (0 = off)
     c.eval.num_plans = 1  # plans sampled per step (M); with M > 1, eval.plan_reduce says how to act on them
     # 'best': act on the plan ending in the best learned value; 'mean': average the head's actions
     # over the M plans (the expected action under the plan distribution, not one sample of it).
@@ -131,6 +125,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.action_chunk = 1  # actions executed from each plan before replanning
     c.eval.vector_env = "auto"  # 'sync' | 'async' | 'auto' (async for heavy envs such as kitchen)
     c.eval.multi = False  # pointmaze: random start and goal per episode (Multi2D)
+
+    # How plans are sampled, wherever they are: acting, stage 3's training plans and the held-out
+    # metrics on generated plans all read this section. Acting conditions on eval.target_return, or
+    # with learned_target on the learned best return of the current state; stage 3 and the held-out
+    # metrics condition on each window's own return, since they compare with that window's actions.
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.learned_target = False  # act on the learned best return of the state (see above)
+    c.sampling.cfg_scale = 1.0  # classifier-free guidance strength (0 = conditional model)
+    c.sampling.cfg_ramp = False  # ramp the guidance linearly over scales (VAR)
+    c.sampling.temperature = 1.0  # sampling temperature
+    c.sampling.top_k = 0  # keep the k most likely codes (0 = off)
+    c.sampling.top_p = 0.0  # nucleus sampling mass (0 = off)
     return c
 
 

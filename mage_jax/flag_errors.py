@@ -16,6 +16,9 @@ from absl import flags
 
 _CONFIG_FILE_FAILED = ": Error whilst parsing config file"
 _DID_YOU_MEAN = re.compile(r'Did you mean "([^"]+)"')
+# Fields that moved to another section (2026-12-07): the old flag names the new one.
+MOVED = {f"eval.{name}": f"sampling.{name}"
+         for name in ("learned_target", "cfg_scale", "cfg_ramp", "temperature", "top_k", "top_p")}
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -61,6 +64,8 @@ def _missing_field(error: LookupError | AttributeError, argv: list[str]) -> str 
         return None  # raised inside a config file: a bug there, keep its traceback
     suggestion = _DID_YOU_MEAN.search(_text(error))
     hint = f"; did you mean {suggestion.group(1)!r}?" if suggestion else "; see the config file's fields"
+    if (moved := MOVED.get(flag.removeprefix("--config."))) is not None:
+        hint = f"; it moved to --config.{moved}"
     return f"{flag}: the config has no field {field!r}{hint}"
 
 

@@ -45,9 +45,9 @@ def test_pointmaze_acting_choices_hold_at_every_size_and_only_on_local_data():
     bootstrapped local data they were measured on."""
     for size in ("", ",quicktest", ",cpu"):
         local = load_config("experiments/pointmaze.py:local,umaze" + size)
-        assert (local.data.rtg_bootstrap, local.eval.cfg_scale, local.head.acts) == (True, 2.0, False)
+        assert (local.data.rtg_bootstrap, local.sampling.cfg_scale, local.head.acts) == (True, 2.0, False)
         d4rl = load_config("experiments/pointmaze.py:umaze" + size)
-        assert (d4rl.data.rtg_bootstrap, d4rl.eval.cfg_scale) == (False, 0.0) and d4rl.head.acts
+        assert (d4rl.data.rtg_bootstrap, d4rl.sampling.cfg_scale) == (False, 0.0) and d4rl.head.acts
         assert load_config("experiments/pointmaze.py:local,large" + size).head.acts
 
 
@@ -61,8 +61,8 @@ def test_large_and_kitchen_train_stage2_at_a_higher_learning_rate_only_at_the_cp
 
 def test_kitchen_plans_at_temperature_half_only_on_the_scripted_data():
     for size in ("", ",quicktest", ",cpu"):
-        assert load_config("experiments/kitchen.py:scripted" + size).eval.temperature == 0.5
-        assert load_config("experiments/kitchen.py:mixed" + size).eval.temperature == 1.0
+        assert load_config("experiments/kitchen.py:scripted" + size).sampling.temperature == 0.5
+        assert load_config("experiments/kitchen.py:mixed" + size).sampling.temperature == 1.0
 
 
 def test_every_config_field_has_a_comment():

@@ -78,13 +78,13 @@ def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
     # The diagnosis tool reads the finished run (all three stages) and leaves its results as they were.
     cmd = [sys.executable, "benchmarks/diagnose.py", f"--config={CONFIG}", *TINY, *HEAD,
            "--config.stage1.num_steps=20", "--config.stage2.num_steps=20", f"--workdir={workdir}",
-           "--sweep=eval.temperature=0.5"]
+           "--sweep=sampling.temperature=0.5"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(os.path.join(workdir, "diagnose", "diagnose.json")) as f:
         report = json.load(f)
     assert np.isfinite(report["validation"]["stage-3 head action_mse_sampled_plan"])
-    sweep = report["sweeps"]["eval.temperature=0.5"]
+    sweep = report["sweeps"]["sampling.temperature=0.5"]
     assert np.isfinite(sweep["score"]["mean"]) and np.isfinite(sweep["val_action_mse_policy"])
     with open(os.path.join(workdir, "eval_results.json")) as f:
         assert json.load(f)["per_seed"] == results["per_seed"]

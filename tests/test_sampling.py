@@ -337,7 +337,7 @@ def test_acting_path_metrics_compare_true_and_sampled_plans(tiny):
     batch = _segment_batch(seed=3)
     metrics = jax.jit(lambda head: acting_path_metrics(
         ae_model, tf_model, ae_params, tf_params, batch, jax.random.PRNGKey(0),
-        sampling_options(config.eval), head))(inverse_head_params(ae_params))
+        sampling_options(config.sampling), head))(inverse_head_params(ae_params))
     for name in ("action_mse_true_plan", "action_mse_sampled_plan", "plan_start_error",
                  "head_action_mse_sampled_plan"):
         assert np.isfinite(float(metrics[name])) and float(metrics[name]) > 0, name
@@ -350,7 +350,7 @@ def test_learned_target_conditions_on_the_predicted_best_return(tiny):
     config, ae_model, tf_model, ae_params, tf_params, _ = tiny
     stats = NormStats(np.zeros(STATE_DIM), np.ones(STATE_DIM))  # states = observations
     learned = _tiny_config()
-    learned.eval.learned_target = True
+    learned.sampling.learned_target = True
     params = {"autoencoder": ae_params, "transformer": tf_params}
     observations, returns = _policy_inputs(n=4, seed=4)
     predicted = tf_model.apply(tf_params, observations, method=NextScaleTransformer.predict_return)
@@ -378,7 +378,7 @@ def test_several_plans_act_on_the_best_ending_plan_or_on_the_mean_action(tiny):
     cond = jnp.repeat(jnp.concatenate([returns[:, None] / config.data.rtg_scale, observations], -1),
                       3, axis=0)
     f_hat = sample_with_trace(tf_model, ae_model, tf_params, ae_params, cond, key,
-                              **sampling_options(several.eval)).f_hat
+                              **sampling_options(several.sampling)).f_hat
     ends = ae_model.apply(ae_params, f_hat, cond[:, 0], method="decode")[:, -1, 1:]
     values = tf_model.apply(tf_params, ends, method=NextScaleTransformer.predict_return).reshape(4, 3)
     assert float(jnp.min(jnp.max(values, 1) - jnp.min(values, 1))) > 1e-4  # the choice matters

@@ -83,6 +83,8 @@ CASES = [
      "no field 'stagee1'; did you mean 'stage1'?"),
     ("mistyped_field", dict(flags=["--config.stage1.num_stepz=1"]), "trained", USAGE,
      "no field 'num_stepz'; did you mean 'num_steps'?"),
+    ("moved_field", dict(flags=["--config.eval.temperature=0.5"]), "trained", USAGE,
+     "it moved to --config.sampling.temperature"),
     ("unknown_variant", dict(config="experiments/pointmaze.py:local,mediumm", tiny=False), "trained", USAGE,
      "unknown config variant 'mediumm'"),
     ("missing_config_file", dict(config="experiments/nope.py", tiny=False), "trained", USAGE,

@@ -79,7 +79,7 @@ def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Next
     clipped to [action_low, action_high]. `params` is {"autoencoder": ..., "transformer": ...,
     optionally "head": ...}. Pure, so it can be vmapped or sharded over seeds.
     """
-    conditioner = _Conditioner(norm_stats, config.data.rtg_scale, tf_model, config.eval.learned_target)
+    conditioner = _Conditioner(norm_stats, config.data.rtg_scale, tf_model, config.sampling.learned_target)
     _check_models(config, tf_model, conditioner.mean.shape[0])
     chunk = int(config.eval.action_chunk)
     horizon = int(config.model.get("action_horizon", 1))
@@ -88,7 +88,7 @@ def make_policy(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Next
                          f"{horizon} (the number of actions inverse dynamics predicts per plan)")
     low = jnp.asarray(action_low, jnp.float32)
     high = jnp.asarray(action_high, jnp.float32)
-    options = sampling_options(config.eval)
+    options = sampling_options(config.sampling)
     num_plans, reduce = int(config.eval.num_plans), str(config.eval.plan_reduce)
 
     def read_actions(ae_params: Any, head: Any, f_hat: jax.Array, states: jax.Array) -> jax.Array:
@@ -137,9 +137,9 @@ def make_plan_trajectory(config: ml_collections.ConfigDict, ae_model: Any,
     raw (denormalised) states, "returns_to_go": (N, K, H) unscaled, "tokens": tuple of (N, l_k)}.
     Entry k is the decoder's output for the cumulative f_hat of scales 1..k+1.
     """
-    conditioner = _Conditioner(norm_stats, config.data.rtg_scale, tf_model, config.eval.learned_target)
+    conditioner = _Conditioner(norm_stats, config.data.rtg_scale, tf_model, config.sampling.learned_target)
     _check_models(config, tf_model, conditioner.mean.shape[0])
-    options = sampling_options(config.eval)
+    options = sampling_options(config.sampling)
 
     @jax.jit
     def plan(params: Params, observations: jax.Array, returns_to_go: jax.Array,

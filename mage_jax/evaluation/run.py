@@ -63,7 +63,7 @@ def evaluate_run(ctx: Any, act: Callable, params: Any, step: int, *, plan: Calla
     kwargs = dict(dataset_id=config.data.dataset_id, checkpoint_step=step,
                   ref_scores=reference_scores(ctx.dataset),
                   extra={"algorithm": config.get("algorithm", "mage"), "target_return": target,
-                         "learned_target": bool(config.eval.learned_target)})
+                         "learned_target": bool(config.sampling.learned_target)})
     results = (build_seed_results(rollout, training_seeds, env_spec, **kwargs) if training_seeds
                else build_results(rollout, env_spec, **kwargs))
     # Every process computes the plan (its params span all of them); process 0 draws it.

@@ -32,11 +32,11 @@ class SamplingTrace(NamedTuple):
     f_hat_per_scale: tuple[jax.Array, ...]  # cumulative f_hat after scales 1..K
 
 
-def sampling_options(eval_config) -> dict:
-    """The sampler's static options from an evaluation config (`config.eval`)."""
-    return {"cfg_scale": float(eval_config.cfg_scale), "cfg_ramp": bool(eval_config.cfg_ramp),
-            "temperature": float(eval_config.temperature), "top_k": int(eval_config.top_k),
-            "top_p": float(eval_config.top_p)}
+def sampling_options(sampling_config) -> dict:
+    """The sampler's static options from the config's sampling section (`config.sampling`)."""
+    return {"cfg_scale": float(sampling_config.cfg_scale), "cfg_ramp": bool(sampling_config.cfg_ramp),
+            "temperature": float(sampling_config.temperature), "top_k": int(sampling_config.top_k),
+            "top_p": float(sampling_config.top_p)}
 
 
 def guidance_weights(num_scales: int, cfg_scale: float, cfg_ramp: bool) -> np.ndarray:

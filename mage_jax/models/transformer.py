@@ -181,7 +181,7 @@ class NextScaleTransformer(nn.Module):
         self.cond_in = nn.Dense(self.width, kernel_init=nn.initializers.lecun_normal())
         self.cond_out = nn.Dense(self.width, kernel_init=normal)
         # The best return the data shows from a state (an expectile of R_0 given s_0): what acting
-        # can condition on instead of a hand-set target (eval.learned_target).
+        # can condition on instead of a hand-set target (sampling.learned_target).
         self.return_head = nn.Sequential([nn.Dense(self.width), nn.silu, nn.Dense(1)])
         self.pos_start = self.param("pos_start", normal, (self.scales[0], self.width))
         self.pos_embed = self.param("pos_embed", normal, (self.seq_len, self.width))

@@ -96,7 +96,7 @@ def make_plan_buffer(config: ml_collections.ConfigDict, ae_model: Any, tf_model:
     coarse scales), `head.batch_size` x 8 windows per jitted call; deterministic in `key`.
     `stacked`: the params and keys have a leading seed axis, and so does the buffer (N, size, ...)."""
     size, chunk = int(config.head.plan_buffer), 8 * int(config.head.batch_size)
-    options = sampling_options(config.eval)
+    options = sampling_options(config.sampling)
 
     def sample_chunk(ae_params, tf_params, data, key, index):
         chunk_key = jax.random.fold_in(key, index)
@@ -122,7 +122,7 @@ def make_head_step(config: ml_collections.ConfigDict, ae_model: Any, tf_model: A
                    tf_params: Any) -> Callable:
     """A pure, jit-able `step_fn(state, batch, key) -> (state, metrics)` for stage 3. `batch` is
     either training windows (a plan is sampled for each) or buffered plans (`sample_plan_buffer`)."""
-    options = sampling_options(config.eval)
+    options = sampling_options(config.sampling)
     schedule = optim.make_schedule(config.head)
     ae_params, tf_params = jax.lax.stop_gradient((ae_params, tf_params))
 

@@ -6,7 +6,7 @@ teacher-forced on the cumulative code sums and trained with cross-entropy over a
 s_0) from the condition of a random subset of rows, which is what classifier-free guidance needs.
 
 A small head on s_0 learns an upper expectile of R_0 (`stage2.return_expectile`): the best return
-the data shows from that state, which acting can use as its target (`eval.learned_target`).
+the data shows from that state, which acting can use as its target (`sampling.learned_target`).
 
 Optional end-to-end term (config.stage2.gumbel_e2e): the logits are relaxed with a straight-through
 Gumbel-softmax into soft code mixtures, summed into f_hat through the frozen autoencoder

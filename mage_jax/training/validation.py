@@ -89,7 +89,7 @@ def acting_path_metrics(ae_model: Any, tf_model: Any, ae_params: Any, tf_params:
 
 def transformer_validation(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Any,
                            ae_params: Any, batch: dict, stacked: bool = False) -> Metrics:
-    options = sampling_options(config.eval)
+    options = sampling_options(config.sampling)
     levels = scale_levels(tf_model.scales)
     expectile = float(config.stage2.return_expectile)
     key = jax.random.PRNGKey(int(config.data.val_seed))
@@ -114,7 +114,7 @@ def transformer_validation(config: ml_collections.ConfigDict, ae_model: Any, tf_
 
 def head_validation(config: ml_collections.ConfigDict, ae_model: Any, tf_model: Any, ae_params: Any,
                     tf_params: Any, batch: dict, stacked: bool = False) -> Metrics:
-    options = sampling_options(config.eval)
+    options = sampling_options(config.sampling)
     key = jax.random.PRNGKey(int(config.data.val_seed))
 
     def metrics(head_params, ae_params, tf_params, batch):
