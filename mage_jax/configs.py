@@ -159,10 +159,8 @@ def apply_size(config: ml_collections.ConfigDict, size: str) -> ml_collections.C
     c = config
     if size == "quicktest":
         c.data.horizon = 32
-        # Five scales, not eight: every program that samples a plan unrolls one transformer pass per
-        # scale, and a quicktest launch spent a third less CPU time tracing and compiling with five.
         c.model.update(
-            scales=(1, 2, 4, 8, 16), hidden_channels=32, num_res_blocks=1, downsample=2,
+            scales=(1, 2, 3, 4, 6, 8, 12, 16), hidden_channels=32, num_res_blocks=1, downsample=2,
             code_dim=16, vocab_size=128,
             inv_hidden=64, tf_depth=2, tf_width=64, tf_heads=2,
         )

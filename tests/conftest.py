@@ -38,9 +38,13 @@ def pytest_collection_modifyitems(items):
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKTEST = "experiments/pointmaze.py:local,umaze,quicktest"
-# Small enough for CI: a 5k-step dataset, few updates, short evaluation episodes.
+# Small enough for CI: a 5k-step dataset, few updates, short evaluation episodes, and five token scales
+# instead of quicktest's eight: a launch is trace- and compile-bound, and every program that samples a
+# plan unrolls one transformer pass per scale (a launch's CPU time: 92 s -> 60 s cold, 44 s -> 31 s
+# with XLA's cache; benchmarks/notebook/2026-12-07.md#session-21).
+TEST_SCALES = (1, 2, 4, 8, 16)
 TINY = ["--config.data.generator_kwargs.steps=5000", "--config.train.log_every=10",
-        "--config.eval.max_steps=10", "--config.eval.num_seeds=4"]
+        "--config.eval.max_steps=10", "--config.eval.num_seeds=4", f"--config.model.scales={TEST_SCALES}"]
 
 
 def launcher_command(workdir, *flags, config=QUICKTEST, tiny=True) -> list[str]:

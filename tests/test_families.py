@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from conftest import launch, load_experiment
+from conftest import TEST_SCALES, launch, load_experiment
 
 from mage_jax.data.minari_source import DatasetUnavailableError
 from mage_jax.datasets import record
@@ -24,7 +24,8 @@ FAMILIES = {
 # test_launcher.py), so each run compiles only what its family needs.
 BUDGET = ["--config.stage1.num_steps=20", "--config.stage2.num_steps=20", "--config.head.acts=False",
         "--config.data.val_fraction=0", "--config.train.log_every=10", "--config.eval.max_steps=10",
-        "--config.eval.num_seeds=2", "--config.data.generator_kwargs.ref_episodes=1"]
+        "--config.eval.num_seeds=2", "--config.data.generator_kwargs.ref_episodes=1",
+        f"--config.model.scales={TEST_SCALES}"]
 
 
 @pytest.mark.parametrize("arg", ["antmaze.py:local", "antmaze.py:local,quicktest", "adroit.py:door,local",

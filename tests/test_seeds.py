@@ -13,7 +13,7 @@ import signal
 import jax
 import numpy as np
 import pytest
-from conftest import QUICKTEST, launch, load_experiment, set_fields
+from conftest import QUICKTEST, TEST_SCALES, launch, load_experiment, set_fields
 
 from mage_jax.training import loop, train
 from mage_jax.training.checkpoints import StageCheckpointer
@@ -23,7 +23,7 @@ TINY_SEEDS = {
     "data.generator_kwargs.steps": 5000, "stage1.num_steps": 20, "stage2.num_steps": 20,
     "head.acts": True, "head.num_steps": 20, "bc.num_steps": 20, "train.steps_per_call": 10,
     "train.log_every": 10, "train.checkpoint_every": 10, "train.val_every": 0, "eval.max_steps": 10,
-    "eval.num_seeds": 2,
+    "eval.num_seeds": 2, "model.scales": TEST_SCALES,
     "seed": FIRST_SEED, "data.val_fraction": 0.0,  # no held-out metrics: fewer programs to compile
 }
 # Batched (vmapped) matmuls may round differently from single ones; nothing else may differ.
