@@ -92,7 +92,8 @@ CASES = [
     ("override_of_wrong_type", dict(flags=["--config.data.horizon=abc"]), "trained", USAGE,
      "--config.data.horizon=abc"),
     ("positional_argument", dict(flags=["extra"]), "trained", USAGE, "unexpected arguments: extra"),
-    ("scales_not_increasing", dict(flags=["--config.model.scales=(1,3,2)"]), "trained", USAGE,
+    # tiny=False: a tuple field given twice on the command line is concatenated (TINY sets the scales).
+    ("scales_not_increasing", dict(flags=["--config.model.scales=(1,3,2)"], tiny=False), "trained", USAGE,
      "model.scales=(1, 3, 2) must be strictly increasing"),
     ("checkpoint_step_missing", dict(flags=[*BC, "--mode=eval", "--checkpoint_step=7"]), "trained", USAGE,
      "no bc checkpoint at that step"),
@@ -159,7 +160,7 @@ def test_the_trained_run_is_unchanged(trained, outcomes):
 
 
 def test_traceback_on_request(tmp_path):
-    code, out = launch(str(tmp_path / "run"), "--config.model.scales=(1,3,2)", "--verbosity=1")
+    code, out = launch(str(tmp_path / "run"), "--config.model.scales=(1,3,2)", "--verbosity=1", tiny=False)
     assert code == USAGE and "Traceback" in out and "error: config.model.scales" in out
 
 
