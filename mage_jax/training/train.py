@@ -387,8 +387,9 @@ def policy_of(ctx: RunContext, states: dict, functions=None) -> Policy:
 def load_policy(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
                 out_dir: str | None = None) -> tuple[RunContext, Policy, dict]:
     """A finished run's policy as `--mode=eval` scores it, for the tools that read saved runs:
-    (context, policy, {stage: state}). Checkpoints are checked against `config`. The run's files are
-    not touched: the context writes its config and metrics to `out_dir` (default `workdir`)."""
+    (context, policy, {stage: state}). Checkpoints are checked against `config`. What the context
+    writes (config.json, metrics of later evaluations) goes to `out_dir`; without it, the run's own
+    config.json is left as it is."""
     ctx = dataclasses.replace(prepare(config, out_dir or workdir), workdir=workdir)
     if out_dir is None:
         ctx = dataclasses.replace(ctx, config_file=None)
