@@ -29,7 +29,6 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mage_jax.baselines import bc  # noqa: E402
-from mage_jax.evaluation.policy import make_policy  # noqa: E402
 from mage_jax.models.sampling import sampling_options  # noqa: E402
 from mage_jax.training import train, validation  # noqa: E402
 from mage_jax.training.metrics_writer import MetricsWriter  # noqa: E402
@@ -91,11 +90,10 @@ def _sweep_one(ctx, config, field: str, value, params: dict, step: int) -> dict:
     else:
         section, name = field.split(".", 1)
         cfg[section][name] = value
-    act = make_policy(cfg, ctx.ae_model, ctx.tf_model, ctx.stats, ctx.episodes.action_low,
-                      ctx.episodes.action_high)
     out_dir = os.path.join(ctx.workdir, "diagnose", f"{field}={value}")
     sweep_ctx = dataclasses.replace(ctx, config=cfg, workdir=out_dir,
                                     writer=MetricsWriter(out_dir))
+    act, _ = train.acting_functions(sweep_ctx)
     results = evaluate_run(sweep_ctx, act, params, step, final=False, stage="diagnose")
     sweep_ctx.writer.close()
     acting = jax.device_get(validation.acting_path_metrics(
