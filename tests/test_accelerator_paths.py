@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TEST_SCALES
 
 from mage_jax import config_checks
 from mage_jax.configs import apply_size, base_config
@@ -191,7 +192,7 @@ def test_a_stage_compiles_the_same_few_programs_whatever_its_length(stage1, tmp_
 # ----- bfloat16 compute -----------------------------------------------------------------------------
 def test_bfloat16_transformer_trains_and_acts_on_cpu():
     config = apply_size(base_config(), "quicktest")
-    config.model.dtype = "bfloat16"
+    config.model.update(dtype="bfloat16", scales=TEST_SCALES)  # five scales: fewer passes to compile
     horizon, batch_size = config.data.horizon, config.stage2.batch_size
     ae_model = make_autoencoder(config.model, STATE_DIM, ACTION_DIM, horizon)
     ae_params = init_autoencoder_params(ae_model, jax.random.PRNGKey(0))  # stays float32

@@ -1,5 +1,6 @@
-"""The launcher end to end, in subprocesses as a user runs it: quicktest, stage by stage, resume after
-kills, and that a quicktest run learns."""
+"""The launcher end to end, in subprocesses as a user runs it: a quicktest run trained stage by stage
+(every mode, periodic evaluations, results, plots, the diagnosis tool), resume after kills, that a
+quicktest run learns, and two emulated devices."""
 
 import json
 import os
@@ -10,13 +11,11 @@ import time
 
 import numpy as np
 import pytest
-from conftest import FAST_COMPILE, QUICKTEST, REPO, TINY, launch, start
+from conftest import FAST_COMPILE, QUICKTEST, REPO, TEST_SCALES, TINY, launch, start
 
 from mage_jax.config_checks import checkpoint_steps
 
 CONFIG = QUICKTEST
-# Umaze acts with stage 1's head by default: train stage 3 too.
-HEAD = ["--config.head.acts=True", "--config.head.num_steps=20"]
 
 
 def restored_state(workdir, stage="autoencoder"):
@@ -29,86 +28,27 @@ def restored_state(workdir, stage="autoencoder"):
     return step, restored.state
 
 
-def test_quicktest_run_writes_checkpoints_metrics_config_and_results(tmp_path):
-    workdir = str(tmp_path / "run")
-    code, out = launch(workdir, *HEAD, "--config.stage1.num_steps=20", "--config.stage2.num_steps=20",
-                       "--config.train.eval_every=10", "--config.train.steps_per_call=5")
-    assert code == 0, out[-3000:]
-    # Off a terminal the progress bars write plain lines, not carriage-return redraws.
-    assert "\r" not in out and "autoencoder: 20/20 step (100%)" in out
-    assert checkpoint_steps(workdir, "autoencoder")[-1] == 20
-    assert checkpoint_steps(workdir, "transformer")[-1] == 20
-    assert checkpoint_steps(workdir, "head")[-1] == 20
-    with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["data"]["dataset_id"] == "local/pointmaze/umaze-small-v1"
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
-    stages = {r["stage"] for r in records}
-    training = ("autoencoder", "transformer", "head")
-    assert {*training, "eval", *(f"{s}_val" for s in training)} <= stages
-    assert all(np.isfinite(r["loss"]) for r in records if r["stage"] in training)
-    # Periodic evaluations at transformer steps 10 and 20 (stage 1's head) and head step 10; the last
-    # head step is scored once, by the final evaluation.
-    assert [r["step"] for r in records if r["stage"] == "eval"] == [10, 20, 10, 20]
-    # Each stage's periodic results keep their own file (both stages have a step 10).
-    assert sorted(f for f in os.listdir(workdir) if f.startswith("eval_results_")) == [
-        "eval_results_head_10.json", "eval_results_transformer_10.json",
-        "eval_results_transformer_20.json"]
-    # Held-out metrics of the acting path, including the action error on generated plans.
-    val = {r["stage"]: r for r in records if r["stage"].endswith("_val")}
-    assert {"action_mse_true_plan", "action_mse_sampled_plan", "plan_start_error",
-            "accuracy_scale_1"} <= val["transformer_val"].keys()
-    assert np.isfinite(val["head_val"]["action_mse_sampled_plan"])
-    with open(os.path.join(workdir, "eval_results.json")) as f:
-        results = json.load(f)
-    assert results["num_seeds"] == 4 and len(results["per_seed"]) == 4
-    assert results["checkpoint_step"] == 20
-    assert "normalized_score" in results["aggregate"]
-    assert os.path.isdir(os.path.join(workdir, "tensorboard"))
-    plots = set(os.listdir(os.path.join(workdir, "plots")))
-    assert {"plan.png", "learning_curves_transformer_val.png", "seed_scores_normalized_score.png"} <= plots
-
-    # Re-running the same command resumes: nothing left to train, the same evaluation.
-    code, out = launch(workdir, *HEAD, "--config.stage1.num_steps=20", "--config.stage2.num_steps=20",
-                       "--mode=eval")
-    assert code == 0, out[-3000:]
-    with open(os.path.join(workdir, "eval_results.json")) as f:
-        assert json.load(f)["per_seed"] == results["per_seed"]
-
-    # The diagnosis tool reads the finished run (all three stages) and leaves its results as they were.
-    cmd = [sys.executable, "benchmarks/diagnose.py", f"--config={CONFIG}", *TINY, *HEAD,
-           "--config.stage1.num_steps=20", "--config.stage2.num_steps=20", f"--workdir={workdir}",
-           "--sweep=sampling.temperature=0.5"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with open(os.path.join(workdir, "diagnose", "diagnose.json")) as f:
-        report = json.load(f)
-    assert np.isfinite(report["validation"]["stage-3 head action_mse_sampled_plan"])
-    sweep = report["sweeps"]["sampling.temperature=0.5"]
-    assert np.isfinite(sweep["score"]["mean"]) and np.isfinite(sweep["val_action_mse_policy"])
-    with open(os.path.join(workdir, "eval_results.json")) as f:
-        assert json.load(f)["per_seed"] == results["per_seed"]
-
-
 STEPS = 200  # quicktest's stage budget
 # One flag set for every mode of the run trained stage by stage (a checkpoint remembers its config).
-# 5 updates per call, as in the quicktest run above: the same compiled programs (XLA's cache serves them).
-STAGED = [*HEAD, f"--config.stage1.num_steps={STEPS}", f"--config.stage2.num_steps={STEPS}",
-          "--config.train.checkpoint_every=20", "--config.train.val_every=50",
-          "--config.train.steps_per_call=5"]
+# Periodic evaluations every 100 steps: transformer steps 100 and 200 (stage 1's head acts), head
+# step 100 (two stages with a step 100, each with its own results file). Umaze acts with stage 1's
+# head by default: train stage 3 too.
+STAGED = [f"--config.stage1.num_steps={STEPS}", f"--config.stage2.num_steps={STEPS}",
+          "--config.head.acts=True", "--config.head.num_steps=100", "--config.train.checkpoint_every=20",
+          "--config.train.val_every=50", "--config.train.eval_every=100", "--config.train.steps_per_call=5"]
 STAGE1 = ["--mode=train_autoencoder", *STAGED]
 
 
 @pytest.fixture(scope="module")
 def stage1_run(tmp_path_factory):
     """`--mode=train_autoencoder`, uninterrupted: the killed runs' reference, and the first stage of
-    the run trained stage by stage."""
+    the run trained stage by stage. Returns (workdir, output)."""
     workdir = str(tmp_path_factory.mktemp("staged") / "run")
     code, out = launch(workdir, *STAGE1)
     assert code == 0, out[-3000:]
     assert checkpoint_steps(workdir, "transformer") == [] and not os.path.exists(
         os.path.join(workdir, "eval_results.json"))
-    return workdir
+    return workdir, out
 
 
 def _files(folder) -> dict:
@@ -124,7 +64,7 @@ def _files(folder) -> dict:
 def staged_run(stage1_run):
     """The same run continued one mode at a time: train_transformer, train_head, eval. Each mode
     trains its own stage only and leaves the earlier stages' checkpoints byte for byte."""
-    workdir = stage1_run
+    workdir, _ = stage1_run
     checkpoints = os.path.join(workdir, "checkpoints")
     for mode, stage in (("train_transformer", "transformer"), ("train_head", "head"), ("eval", None)):
         before = _files(checkpoints)
@@ -138,19 +78,43 @@ def staged_run(stage1_run):
     return workdir
 
 
-def test_stage_modes_train_one_stage_each_and_eval_scores_them(staged_run):
+def test_stage_modes_write_checkpoints_metrics_config_results_and_plots(stage1_run, staged_run):
     workdir = staged_run
+    # Off a terminal the progress bars write plain lines, not carriage-return redraws.
+    out = stage1_run[1]
+    assert "\r" not in out and f"autoencoder: {STEPS}/{STEPS} step (100%)" in out
     assert checkpoint_steps(workdir, "autoencoder")[-1] == STEPS
     assert checkpoint_steps(workdir, "transformer")[-1] == STEPS
-    assert checkpoint_steps(workdir, "head")[-1] == 20
+    assert checkpoint_steps(workdir, "head")[-1] == 100
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["data"]["dataset_id"] == "local/pointmaze/umaze-small-v1"
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    training = ("autoencoder", "transformer", "head")
+    stages = [r["stage"] for r in records]
+    assert {*training, "eval", *(f"{s}_val" for s in training)} <= set(stages)
+    assert stages.index("autoencoder") < stages.index("transformer") < stages.index("head")
+    assert all(np.isfinite(r["loss"]) for r in records if r["stage"] in training)
+    # Periodic evaluations at transformer steps 100 and 200 and head step 100, then --mode=eval's
+    # (scored at the transformer's step, as the policy's checkpoint step).
+    assert [r["step"] for r in records if r["stage"] == "eval"] == [100, 200, 100, 200]
+    # Each stage's periodic results keep their own file (both stages have a step 100).
+    assert sorted(f for f in os.listdir(workdir) if f.startswith("eval_results_")) == [
+        "eval_results_head_100.json", "eval_results_transformer_100.json",
+        "eval_results_transformer_200.json"]
+    # Held-out metrics of the acting path, including the action error on generated plans.
+    val = {r["stage"]: r for r in records if r["stage"].endswith("_val")}
+    assert {"action_mse_true_plan", "action_mse_sampled_plan", "plan_start_error",
+            "accuracy_scale_1"} <= val["transformer_val"].keys()
+    assert np.isfinite(val["head_val"]["action_mse_sampled_plan"])
     with open(os.path.join(workdir, "eval_results.json")) as f:
         results = json.load(f)
-    assert results["checkpoint_step"] == STEPS and results["num_seeds"] == 4
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        stages = [json.loads(line)["stage"] for line in f]
-    assert stages.index("autoencoder") < stages.index("transformer") < stages.index("head") < \
-        stages.index("eval")
-    assert stages.count("eval") == 1  # the stage modes do not evaluate; --mode=eval once
+    assert results["num_seeds"] == 4 and len(results["per_seed"]) == 4
+    assert results["checkpoint_step"] == STEPS
+    assert "normalized_score" in results["aggregate"]
+    assert os.path.isdir(os.path.join(workdir, "tensorboard"))
+    plots = set(os.listdir(os.path.join(workdir, "plots")))
+    assert {"plan.png", "learning_curves_transformer_val.png", "seed_scores_normalized_score.png"} <= plots
 
 
 def test_a_quicktest_run_learns(staged_run):
@@ -173,6 +137,24 @@ def test_a_quicktest_run_learns(staged_run):
     assert last < 0.95 * first, (first, last)
 
 
+def test_diagnose_reads_a_finished_run_and_leaves_its_results(staged_run):
+    """`benchmarks/diagnose.py` on the run (all three stages): held-out metrics and a sampling sweep."""
+    workdir = staged_run
+    with open(os.path.join(workdir, "eval_results.json")) as f:
+        results = json.load(f)
+    cmd = [sys.executable, "benchmarks/diagnose.py", f"--config={CONFIG}", *TINY, *STAGED,
+           f"--workdir={workdir}", "--sweep=sampling.temperature=0.5"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(workdir, "diagnose", "diagnose.json")) as f:
+        report = json.load(f)
+    assert np.isfinite(report["validation"]["stage-3 head action_mse_sampled_plan"])
+    sweep = report["sweeps"]["sampling.temperature=0.5"]
+    assert np.isfinite(sweep["score"]["mean"]) and np.isfinite(sweep["val_action_mse_policy"])
+    with open(os.path.join(workdir, "eval_results.json")) as f:
+        assert json.load(f)["per_seed"] == results["per_seed"]
+
+
 def _wait_for_checkpoint(proc, workdir, after: int):
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -186,7 +168,7 @@ def _wait_for_checkpoint(proc, workdir, after: int):
 
 def test_killed_runs_resume_to_the_uninterrupted_result(stage1_run, tmp_path):
     """SIGTERM (saves, exits 0) and SIGKILL (loses the work since the last checkpoint) part-way."""
-    reference, interrupted = stage1_run, str(tmp_path / "interrupted")
+    reference, interrupted = stage1_run[0], str(tmp_path / "interrupted")
 
     proc = start(interrupted, *STAGE1)
     first = _wait_for_checkpoint(proc, interrupted, after=0)
@@ -233,6 +215,7 @@ eps = episodes_from_lists([rng.normal(size=(50, 3)) for _ in range(4)],
                           [rng.uniform(-1, 1, size=(50, 2)) for _ in range(4)],
                           [rng.normal(size=50) for _ in range(4)])
 c = apply_size(base_config(), "quicktest")
+c.model.scales = TEST_SCALES  # the tests' five scales: a smaller program to compile four times
 results = []
 for devices in (jax.devices()[:1], jax.devices()):
     mesh = sharding.make_data_mesh(devices)
@@ -274,7 +257,8 @@ def test_two_emulated_devices_give_the_single_device_parameters():
     """Batch split over the devices, and two stacked training seeds split over them."""
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
            "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", TWO_DEVICES], cwd=REPO, env=env, capture_output=True,
+    script = f"TEST_SCALES = {TEST_SCALES}\n{TWO_DEVICES}"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SAME" in proc.stdout

@@ -19,8 +19,8 @@ CONFIG = "experiments/pointmaze.py:local,umaze,dense,quicktest"
 # Stage 1 is long enough that a SIGTERM sent at its first checkpoint lands inside the stage.
 # Without the acting head and held-out validation (each compiles programs of its own; both run
 # multi-process in the same way as the stages kept), so that the test fits CI's budget.
-STEPS = ["--config.stage1.num_steps=200", "--config.stage2.num_steps=20",
-         "--config.train.checkpoint_every=50", "--config.head.acts=False", "--config.data.val_fraction=0"]
+STEPS = ["--config.stage1.num_steps=100", "--config.stage2.num_steps=20",
+         "--config.train.checkpoint_every=25", "--config.head.acts=False", "--config.data.val_fraction=0"]
 TIMEOUT_S = 600  # a hung collective must fail the test, not CI (250–320 s next to another test worker)
 
 
@@ -106,7 +106,7 @@ def test_two_processes_resume_and_evaluate_to_the_one_process_result(tmp_path):
     outputs = _finish(procs, deadline)
     assert all("SIGTERM at step" in out for out in outputs), outputs[0][-2000:]
     stopped = checkpoint_steps(pair, "autoencoder")[-1]
-    assert stopped < 200 and not checkpoint_steps(pair, "transformer")
+    assert stopped < 100 and not checkpoint_steps(pair, "transformer")
     outputs = _finish(_start_pair(pair), deadline)
 
     assert f"restored step {stopped}" in outputs[0]

@@ -282,7 +282,7 @@ def _stage2_losses(config, ae_model, ae_params):
 def test_one_stage2_update_lowers_the_loss_and_reports_the_end_to_end_terms(tiny):
     # One program for both checks: the gumbel_e2e step is the plain step (teacher-forced CE with
     # condition dropout, AdamW) plus L_cond and L_inv, and compiling it dominates this file's runtime.
-    # The plain step (gumbel_e2e=False) runs end to end in the launcher's quicktest.
+    # The plain step (gumbel_e2e=False) runs end to end in test_launcher.py's quicktest run.
     _, ae_model, _, ae_params, _, _ = tiny
     config = _tiny_config()
     config.stage2.gumbel_e2e = True

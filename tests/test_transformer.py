@@ -160,7 +160,7 @@ def test_token_losses_report_per_scale_accuracy():
 
 
 def test_learns_token_maps_that_are_a_function_of_the_condition():
-    """> 90% token accuracy within a few hundred steps when m_1..m_K are determined by (R_0, s_0)."""
+    """> 90% token accuracy within 300 updates when m_1..m_K are determined by (R_0, s_0)."""
     scales, vocab, code_dim, cond_dim, num_conditions = (1, 2, 4, 8), 16, 8, 4, 128
     model = NextScaleTransformer(scales=scales, vocab_size=vocab, code_dim=code_dim,
                                  cond_dim=cond_dim, width=64, depth=2, heads=2)
@@ -191,8 +191,18 @@ def test_learns_token_maps_that_are_a_function_of_the_condition():
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
+    @jax.jit
+    def accuracy(params):
+        return token_losses(model.apply(params, conditions, inputs), tokens, scales)[1]["accuracy"]
+
     opt_state = tx.init(params)
-    for step_key in jax.random.split(keys[4], 300):  # not lax.scan: slow on XLA:CPU
+    accuracies = []
+    # Checked every 50 updates, stopping at the first above 90% (it takes 50 here): the updates
+    # run without XLA:CPU's optimisations (conftest.FAST_COMPILE), at ~0.2 s each.
+    for index, step_key in enumerate(jax.random.split(keys[4], 300)):  # not lax.scan: slow on XLA:CPU
         params, opt_state = step(params, opt_state, step_key)
-    _, metrics = token_losses(model.apply(params, conditions, inputs), tokens, scales)
-    assert float(metrics["accuracy"]) > 0.9, metrics
+        if (index + 1) % 50 == 0:
+            accuracies.append(float(accuracy(params)))
+            if accuracies[-1] > 0.9:
+                break
+    assert accuracies[-1] > 0.9, accuracies
