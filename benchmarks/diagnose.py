@@ -23,6 +23,7 @@ import os
 import sys
 
 import jax
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -32,6 +33,7 @@ from mage_jax.baselines import bc  # noqa: E402
 from mage_jax.models.sampling import sampling_options  # noqa: E402
 from mage_jax.training import train, validation  # noqa: E402
 from mage_jax.training.metrics_writer import MetricsWriter  # noqa: E402
+from mage_jax.training.seeds import select  # noqa: E402
 from mage_jax.training.stage1 import masked_action_error  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -96,14 +98,34 @@ def _sweep_one(ctx, config, field: str, value, params: dict, step: int) -> dict:
     act, _ = train.acting_functions(sweep_ctx)
     results = evaluate_run(sweep_ctx, act, params, step, final=False, stage="diagnose")
     sweep_ctx.writer.close()
-    acting = jax.device_get(validation.acting_path_metrics(
-        ctx.ae_model, ctx.tf_model, params["autoencoder"], params["transformer"], ctx.val_batch,
-        jax.random.PRNGKey(int(cfg.data.val_seed)), sampling_options(cfg.sampling), params.get("head")))
-    mse = acting.get("head_action_mse_sampled_plan", acting["action_mse_sampled_plan"])
+
+    def errors(i):
+        one = select(params, i, ctx.stacked)
+        acting = jax.device_get(validation.acting_path_metrics(
+            ctx.ae_model, ctx.tf_model, one["autoencoder"], one["transformer"], ctx.val_batch,
+            jax.random.PRNGKey(int(cfg.data.val_seed)), sampling_options(cfg.sampling), one.get("head")))
+        mse = acting.get("head_action_mse_sampled_plan", acting["action_mse_sampled_plan"])
+        return {"val_action_mse_sampled_plan": float(mse),
+                "val_action_mse_policy": _policy_action_error(ctx, cfg, act, one)}
+
     aggregate = results["aggregate"]
-    return {"score": results["headline"], "success_rate": aggregate.get("success_rate"),
-            "val_action_mse_sampled_plan": float(mse),
-            "val_action_mse_policy": _policy_action_error(ctx, cfg, act, params)}
+    row = {"score": results["headline"], "success_rate": aggregate.get("success_rate")}
+    if ctx.stacked:
+        metric = results["headline"]["metric"]
+        row["score_per_training_seed"] = [p["aggregate"][metric]["mean"]
+                                          for p in results["per_training_seed"]]
+    return {**row, **_over_seeds(ctx, errors)}
+
+
+def _over_seeds(ctx, rows_of) -> dict:
+    """rows_of(seed index) -> {name: value}: as is for one seed; for a stacked run the mean over the
+    training seeds, and each seed's values under 'per_training_seed <name>'."""
+    if not ctx.stacked:
+        return rows_of(0)
+    per_seed = [rows_of(i) for i in range(len(ctx.seeds))]
+    out = {name: float(np.mean([rows[name] for rows in per_seed])) for name in per_seed[0]}
+    out.update({f"per_training_seed {name}": [rows[name] for rows in per_seed] for name in per_seed[0]})
+    return out
 
 
 def _policy_action_error(ctx, config, act, params: dict) -> float:
@@ -129,10 +151,15 @@ def main(argv):
     bc_params = None
     if FLAGS.bc_workdir:
         bc_params = train.bc_state(dataclasses.replace(ctx, workdir=FLAGS.bc_workdir), {}, train=False).params
-    report = {"validation": _validation_table(ctx, config, policy.params, bc_params), "sweeps": {}}
-    print("\nheld-out validation (final checkpoints, eval sampling options)")
+    report = {"validation": _over_seeds(ctx, lambda i: _validation_table(
+        ctx, config, select(policy.params, i, ctx.stacked), select(bc_params, i, ctx.stacked))),
+        "sweeps": {}}
+    print("\nheld-out validation (final checkpoints, eval sampling options"
+          + (f"; mean over training seeds {list(ctx.seeds)}, then each seed)" if ctx.stacked else ")"))
     for name, value in report["validation"].items():
-        print(f"  {name:<52} {value:.4g}")
+        if not name.startswith("per_training_seed"):
+            per_seed = report["validation"].get(f"per_training_seed {name}", ())
+            print(f"  {name:<52} {value:.4g}" + "".join(f"  {v:.4g}" for v in per_seed))
     for spec in FLAGS.sweep:
         field, values = _parse_sweep(spec, config)
         for value in values:
@@ -148,7 +175,9 @@ def main(argv):
             s, ok = row["score"], row["success_rate"]
             success = "" if ok is None else f"{ok['mean']:.0f}%"  # success_rate is x100
             print(f"  {name:<32} {s['metric']} {s['mean']:7.2f} ± {s['stderr']:5.2f} | {success:>4} | "
-                  f"{row['val_action_mse_sampled_plan']:.4f} | {row['val_action_mse_policy']:.4f}")
+                  f"{row['val_action_mse_sampled_plan']:.4f} | {row['val_action_mse_policy']:.4f}"
+                  + "".join(f" | seed {seed}: {v:.2f}" for seed, v in
+                            zip(ctx.seeds or (), row.get("score_per_training_seed", ()), strict=True)))
     path = os.path.join(out_dir, "diagnose.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=2, default=float)

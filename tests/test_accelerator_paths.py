@@ -165,6 +165,11 @@ def test_a_stage_compiles_the_same_few_programs_whatever_its_length(stage1, tmp_
     meta = {"config": config_to_json(stage1.config)}
     key = jax.random.PRNGKey(1)
     compiled = {}
+    calls = []  # (step before, step after) of each call, as the periodic evaluation sees them
+
+    def record(previous, step, _):
+        calls.append((previous, step))
+
     for num_steps in (7, 13):  # calls of 3 updates and a tail of 1; 2 and 4 full calls
         state = stage1.fresh_state()
         validate = validation.autoencoder_validation(ae_model, stage1.val_batch)  # a new jit each run
@@ -173,12 +178,15 @@ def test_a_stage_compiles_the_same_few_programs_whatever_its_length(stage1, tmp_
         # Validation and checkpoints after every other call, logs after every call.
         run = loop.StageRun("autoencoder", num_steps, BATCH, HORIZON, steps_per_call=3, log_every=3,
                             checkpoint_every=6, val_every=6, scan_updates=scan_updates)
+        calls.clear()
         with _counting_compiles() as counts:
             state = loop.run_stage(run, state, stage1.step_fn, stage1.data, key, stage1.mesh,
-                                   checkpointer, meta, writer, validate=validate)
+                                   checkpointer, meta, writer, validate=validate, on_call_end=record)
         checkpointer.close()
         writer.close()
         assert int(state.step) == num_steps
+        ends = [*range(3, num_steps, 3), num_steps]
+        assert calls == list(zip([0, *ends[:-1]], ends, strict=True)), calls
         compiled[num_steps] = dict(counts)
     # Scanned: one program per call size (3 and the tail's 1). Dispatched: the single update, shared
     # by the tail. Plus the validation metrics, compiled once and reused at every validation.

@@ -196,7 +196,7 @@ def _first_non_finite(metrics: dict, keys: tuple[str, ...]) -> tuple[int, str] |
 
 def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array, mesh,
               checkpointer: StageCheckpointer, meta: dict, writer: MetricsWriter,
-              on_call_end: Callable[[int, Any], None] | None = None,
+              on_call_end: Callable[[int, int, Any], None] | None = None,
               validate: Callable[[Any], dict] | None = None, frozen: Any = None):
     """Train `state` from its current step to `run.num_steps`; returns the final state.
 
@@ -204,6 +204,7 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
     the update calls `step_fn(state, batch, key, frozen)`.
     `validate(state.params) -> {name: float}` (held-out metrics; per seed when stacked) runs every
     `run.val_every` steps and at the end; its values go to the metrics log as stage `<name>_val`.
+    `on_call_end(step before the call, step after it, state)` runs after every call of updates.
 
     Raises `Preempted` after checkpointing when SIGTERM arrives, and `NonFiniteLossError` (without
     checkpointing the bad state) when a loss stops being finite.
@@ -261,6 +262,6 @@ def run_stage(run: StageRun, state, step_fn: StepFn, data, stage_key: jax.Array,
                 raise Preempted(f"{run.name}: SIGTERM at step {step}; checkpoint saved in "
                                 f"{checkpointer.directory}. Re-run the same command to resume.")
             if on_call_end is not None:
-                on_call_end(step, state)
+                on_call_end(previous, step, state)
     writer.flush()
     return state

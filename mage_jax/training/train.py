@@ -410,11 +410,8 @@ def _periodic_evaluation(ctx: RunContext, stage: str, act: Callable, params_of,
         return None
     from mage_jax.evaluation.run import evaluate_run  # the env stack is only needed here
 
-    last = {"step": None}
-
-    def hook(step: int, state) -> None:
-        previous, last["step"] = last["step"], step
-        if previous is not None and step // every > previous // every and step != final_step:
+    def hook(previous: int, step: int, state) -> None:
+        if step // every > previous // every and step != final_step:
             evaluate_run(ctx, act, params_of(state), step, final=False, stage=stage)
 
     return hook
