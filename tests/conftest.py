@@ -28,7 +28,7 @@ atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_e
 # Files are dealt to the xdist workers in collection order (`--no-loadscope-reorder`): start the
 # longest (subprocesses that train and evaluate whole runs) first, so that no worker is left alone
 # with one at the end.
-SLOWEST_FIRST = ("test_multiprocess.py", "test_launcher.py", "test_families.py")
+SLOWEST_FIRST = ("test_multiprocess.py", "test_launcher.py", "test_seeds.py", "test_families.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -77,9 +77,12 @@ def test_dead_codes_are_reseeded_from_candidates_and_live_ones_kept():
 
 
 def test_stage1_learns_smooth_trajectories_and_uses_the_codebook():
-    """Reconstruction MSE falls >= 10x within a few hundred steps; most of the codebook is used."""
+    """Within 300 steps the reconstruction MSE falls >= 10x, the inverse dynamics' error 2x and the
+    adapter's 5x (checked every 25 steps; here all three hold from about step 75); most of the
+    codebook is used."""
     c = _config()
-    state = create_stage1_state(c, jax.random.PRNGKey(0), STATE_DIM, ACTION_DIM)
+    # Built and applied under jit: op by op (the optimiser state, the forward pass) each takes seconds.
+    state = jax.jit(lambda key: create_stage1_state(c, key, STATE_DIM, ACTION_DIM))(jax.random.PRNGKey(0))
     step_fn = make_stage1_step(c)
 
     @jax.jit
@@ -87,17 +90,23 @@ def test_stage1_learns_smooth_trajectories_and_uses_the_codebook():
         data_key, step_key = jax.random.split(key)
         return step_fn(state, smooth_batch(data_key), step_key)
 
+    def fallen(metrics, name) -> float:
+        """First step's loss over the mean of the last 20 steps."""
+        return float(metrics[name][0] / metrics[name][-20:].mean())
+
     history = []
-    for key in jax.random.split(jax.random.PRNGKey(1), 300):  # not lax.scan: slow on XLA:CPU
+    # One update per call, not lax.scan (slow on XLA:CPU).
+    for step, key in enumerate(jax.random.split(jax.random.PRNGKey(1), 300), 1):
         state, m = update(state, key)
         history.append(m)
-    metrics = jax.tree.map(lambda *xs: jnp.stack(xs), *history)
-    first, last = float(metrics["loss_recon"][0]), float(metrics["loss_recon"][-20:].mean())
-    assert last * 10 <= first, (first, last)
-    assert float(metrics["loss_inv"][-20:].mean()) < 0.5 * float(metrics["loss_inv"][0])
-    assert float(metrics["loss_cond"][-20:].mean()) < 0.2 * float(metrics["loss_cond"][0])
+        if step % 25 == 0:
+            metrics = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *history))
+            falls = {name: fallen(metrics, name) for name in ("loss_recon", "loss_inv", "loss_cond")}
+            if falls["loss_recon"] >= 10 and falls["loss_inv"] > 2 and falls["loss_cond"] > 5:
+                break
+    assert falls["loss_recon"] >= 10 and falls["loss_inv"] > 2 and falls["loss_cond"] > 5, (step, falls)
     # Codebook use on fresh data, over all scales.
     model = make_autoencoder(c.model, STATE_DIM, ACTION_DIM, c.data.horizon)
-    out = model.apply(state.params, smooth_batch(jax.random.PRNGKey(2), batch=128)["segments"])
+    out = jax.jit(model.apply)(state.params, smooth_batch(jax.random.PRNGKey(2), batch=128)["segments"])
     used = np.unique(np.concatenate([np.asarray(t).ravel() for t in out["quantized"].tokens]))
     assert len(used) > c.model.vocab_size / 2, len(used)

@@ -10,7 +10,7 @@ import sys
 import time
 
 import numpy as np
-from conftest import FAST_COMPILE, REPO, TINY
+from conftest import FAST_COMPILE, REPO, TEST_SCALES, TINY
 
 from mage_jax.config_checks import checkpoint_steps
 
@@ -173,5 +173,66 @@ print("SAME")
 def test_evaluation_act_is_sharded_over_devices_and_equals_one_device():
     proc = subprocess.run([sys.executable, "-c", SHARDED_EVAL], cwd=REPO, env=_env(2),
                           capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SAME" in proc.stdout
+
+
+TWO_DEVICES = r"""
+import jax, numpy as np
+from mage_jax.configs import apply_size, base_config
+from mage_jax.training import sharding
+from mage_jax.training.loop import make_multi_step
+from mage_jax.training.stage1 import create_stage1_state, make_stage1_step
+from mage_jax.data import episodes_from_lists, compute_norm_stats, make_segment_data
+
+assert jax.device_count() == 2, jax.devices()
+rng = np.random.default_rng(0)
+eps = episodes_from_lists([rng.normal(size=(50, 3)) for _ in range(4)],
+                          [rng.uniform(-1, 1, size=(50, 2)) for _ in range(4)],
+                          [rng.normal(size=50) for _ in range(4)])
+c = apply_size(base_config(), "quicktest")
+c.model.scales = TEST_SCALES  # the tests' five scales: a smaller program to compile four times
+results = []
+for devices in (jax.devices()[:1], jax.devices()):
+    mesh = sharding.make_data_mesh(devices)
+    data = make_segment_data(eps, compute_norm_stats(eps), max_horizon=32, sharding=sharding.replicated(mesh))
+    state = jax.jit(lambda: create_stage1_state(c, jax.random.PRNGKey(0), 3, 2),
+                    out_shardings=sharding.replicated(mesh))()
+    step = make_multi_step(make_stage1_step(c), 32, 32, 3, mesh, jax.tree.map(lambda x: x.sharding, state))
+    state, _ = step(state, data, jax.random.PRNGKey(1))
+    results.append(jax.tree.leaves(jax.device_get(state.params)))
+for a, b in zip(*results):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+# Two training seeds stacked (train.num_seeds = 2): on one device, and split over the two devices'
+# `seed` axis (each seed's batch split over `data` is the case above, per seed).
+from mage_jax.training import seeds
+stacked = []
+for devices, seed_shards in ((jax.devices()[:1], 1), (jax.devices(), 2)):
+    mesh = sharding.make_data_mesh(devices, seed_shards=seed_shards)
+    data = make_segment_data(eps, compute_norm_stats(eps), max_horizon=32, sharding=sharding.replicated(mesh))
+    where = seeds.state_sharding(mesh, True)
+    keys = seeds.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(5)])
+    state = jax.jit(jax.vmap(lambda k: create_stage1_state(c, k, 3, 2)), out_shardings=where)(keys)
+    step = make_multi_step(make_stage1_step(c), 32, 32, 3, mesh, jax.tree.map(lambda x: x.sharding, state),
+                           stacked=True)
+    train_keys = sharding.global_array(np.asarray(seeds.stack([jax.random.PRNGKey(1)] * 2)), where)
+    state, _ = step(state, data, train_keys)
+    stacked.append(jax.tree.leaves(jax.device_get(state.params)))
+for other in stacked[1:]:
+    for a, b in zip(stacked[0], other):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+# Seed 0 of the stacked runs is the one-seed run above.
+for a, b in zip(results[0], stacked[0]):
+    np.testing.assert_allclose(b[0], a, rtol=2e-5, atol=2e-6)
+print("SAME", len(results[0]))
+"""
+
+
+def test_two_emulated_devices_give_the_single_device_parameters():
+    """Batch split over the devices, and two stacked training seeds split over them."""
+    script = f"TEST_SCALES = {TEST_SCALES}\n{TWO_DEVICES}"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=_env(2), capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SAME" in proc.stdout

@@ -15,7 +15,7 @@ CODE_DIM, VOCAB, BATCH = 6, 32, 4
 def quant():
     module = q.MultiScaleQuantizer(SCALES, VOCAB, CODE_DIM)
     f = jax.random.normal(jax.random.PRNGKey(0), (BATCH, SCALES[-1], CODE_DIM))
-    params = module.init(jax.random.PRNGKey(1), f)
+    params = jax.jit(module.init)(jax.random.PRNGKey(1), f)  # op by op it takes seconds
     # A codebook on the scale of f, so the nearest-code choice is not degenerate.
     params = {"params": {**params["params"],
                          "codebook": jax.random.normal(jax.random.PRNGKey(2), (VOCAB, CODE_DIM))}}
@@ -65,10 +65,10 @@ def test_adding_scales_explains_more_of_the_latent(quant):
 def test_straight_through_gradient_reaches_the_encoder_output(quant):
     module, params, f, _ = quant
     weights = jax.random.normal(jax.random.PRNGKey(3), f.shape)
-    grad = jax.grad(lambda x: jnp.sum(module.apply(params, x).f_hat * weights))(f)
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(module.apply(params, x).f_hat * weights)))(f)
     np.testing.assert_allclose(grad, weights, rtol=1e-5)
     # ... and the codebook learns through the VQ loss.
-    codebook_grad = jax.grad(lambda p: module.apply(p, f).vq_loss)(params)["params"]["codebook"]
+    codebook_grad = jax.jit(jax.grad(lambda p: module.apply(p, f).vq_loss))(params)["params"]["codebook"]
     assert float(jnp.abs(codebook_grad).sum()) > 0
 
 

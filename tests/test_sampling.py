@@ -377,10 +377,16 @@ def test_several_plans_act_on_the_best_ending_plan_or_on_the_mean_action(tiny):
     # By hand: the same draws (three rows per seed), decoded; the head reads the best-ending plan.
     cond = jnp.repeat(jnp.concatenate([returns[:, None] / config.data.rtg_scale, observations], -1),
                       3, axis=0)
-    f_hat = sample_with_trace(tf_model, ae_model, tf_params, ae_params, cond, key,
-                              **sampling_options(several.sampling)).f_hat
-    ends = ae_model.apply(ae_params, f_hat, cond[:, 0], method="decode")[:, -1, 1:]
-    values = tf_model.apply(tf_params, ends, method=NextScaleTransformer.predict_return).reshape(4, 3)
+
+    @jax.jit  # the sampler run op by op takes seconds
+    def plans_and_values(tf_params, ae_params):
+        f_hat = sample_with_trace(tf_model, ae_model, tf_params, ae_params, cond, key,
+                                  **sampling_options(several.sampling)).f_hat
+        ends = ae_model.apply(ae_params, f_hat, cond[:, 0], method="decode")[:, -1, 1:]
+        return f_hat, tf_model.apply(tf_params, ends, method=NextScaleTransformer.predict_return)
+
+    f_hat, values = plans_and_values(tf_params, ae_params)
+    values = values.reshape(4, 3)
     assert float(jnp.min(jnp.max(values, 1) - jnp.min(values, 1))) > 1e-4  # the choice matters
     assert bool(jnp.any(jnp.argmax(values, 1) != 0))  # and is not always the first draw
     best = f_hat.reshape(4, 3, *f_hat.shape[1:])[jnp.arange(4), jnp.argmax(values, 1)]

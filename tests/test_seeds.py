@@ -3,7 +3,7 @@
 Seed i of a 3-seed run equals the 1-seed run of seed `config.seed + i` in every stage (BC too); a
 3-seed run stopped by SIGTERM after its first checkpoint resumes to the uninterrupted run; a 2-seed
 run's results, metrics and plots show each seed and the spread across them. (Seeds split over
-emulated devices: test_launcher.py's two-device test.)
+emulated devices: test_multiprocess.py's two-device test.)
 """
 
 import json
