@@ -76,6 +76,9 @@ def test_dead_codes_are_reseeded_from_candidates_and_live_ones_kept():
     np.testing.assert_allclose(new_usage, 1.0)
 
 
+ENOUGH = {"loss_recon": 10.0, "loss_inv": 2.0, "loss_cond": 5.0}  # how far each loss must fall
+
+
 def test_stage1_learns_smooth_trajectories_and_uses_the_codebook():
     """Within 300 steps the reconstruction MSE falls >= 10x, the inverse dynamics' error 2x and the
     adapter's 5x (checked every 25 steps; here all three hold from about step 75); most of the
@@ -90,21 +93,19 @@ def test_stage1_learns_smooth_trajectories_and_uses_the_codebook():
         data_key, step_key = jax.random.split(key)
         return step_fn(state, smooth_batch(data_key), step_key)
 
-    def fallen(metrics, name) -> float:
-        """First step's loss over the mean of the last 20 steps."""
-        return float(metrics[name][0] / metrics[name][-20:].mean())
+    def falls(history) -> dict:
+        """Each loss's first value over the mean of its last 20."""
+        metrics = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *history))
+        return {name: float(metrics[name][0] / metrics[name][-20:].mean()) for name in ENOUGH}
 
     history = []
     # One update per call, not lax.scan (slow on XLA:CPU).
     for step, key in enumerate(jax.random.split(jax.random.PRNGKey(1), 300), 1):
         state, m = update(state, key)
         history.append(m)
-        if step % 25 == 0:
-            metrics = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *history))
-            falls = {name: fallen(metrics, name) for name in ("loss_recon", "loss_inv", "loss_cond")}
-            if falls["loss_recon"] >= 10 and falls["loss_inv"] > 2 and falls["loss_cond"] > 5:
-                break
-    assert falls["loss_recon"] >= 10 and falls["loss_inv"] > 2 and falls["loss_cond"] > 5, (step, falls)
+        if step % 25 == 0 and all(fall >= ENOUGH[name] for name, fall in falls(history).items()):
+            break
+    assert all(fall >= ENOUGH[name] for name, fall in falls(history).items()), (step, falls(history))
     # Codebook use on fresh data, over all scales.
     model = make_autoencoder(c.model, STATE_DIM, ACTION_DIM, c.data.horizon)
     out = jax.jit(model.apply)(state.params, smooth_batch(jax.random.PRNGKey(2), batch=128)["segments"])
