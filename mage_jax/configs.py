@@ -65,7 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.stage1.lambda_inv = 1.0  # weight of the latent inverse-dynamics loss L_inv
 
     c.stage2 = _stage_config(batch_size=256, num_steps=100_000, lr=3e-4)  # transformer stage
-    c.stage2.gumbel_e2e = False  # add L_cond + L_inv through a Gumbel-softmax relaxation
+    # Add L_cond + L_inv through a Gumbel-softmax relaxation (the paper's end-to-end path; off:
+    # docs/decisions.md#stage2-gumbel-e2e).
+    c.stage2.gumbel_e2e = False
     c.stage2.gumbel_tau = 1.0  # Gumbel-softmax temperature
     c.stage2.lambda_cond = 0.1  # weight of L_cond on the end-to-end path
     c.stage2.lambda_inv = 0.1  # weight of L_inv on the end-to-end path
