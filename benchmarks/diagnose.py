@@ -61,21 +61,24 @@ def _parse_sweep(spec: str, config) -> tuple[str, list]:
 
 
 def _validation_table(ctx, config, params: dict, bc_params) -> dict:
-    batch, ae_model, tf_model = ctx.val_batch, ctx.ae_model, ctx.tf_model
+    """Held-out metrics of every stage: floats, or one value per training seed of a stacked run
+    (the validation programs vmap over the seeds, as in training)."""
+    batch, ae_model, tf_model, stacked = ctx.val_batch, ctx.ae_model, ctx.tf_model, ctx.stacked
     ae_params, tf_params, head = params["autoencoder"], params["transformer"], params.get("head")
     rows = {"held-out windows": batch["segments"].shape[0],
             "action variance (error of the mean action)": validation.action_variance(batch)}
     rows.update({f"autoencoder {k}": v for k, v in
-                 validation.autoencoder_validation(ae_model, batch)(ae_params).items()})
-    tf_metrics = validation.transformer_validation(config, ae_model, tf_model, ae_params, batch)(tf_params)
+                 validation.autoencoder_validation(ae_model, batch, stacked)(ae_params).items()})
+    tf_metrics = validation.transformer_validation(config, ae_model, tf_model, ae_params, batch,
+                                                   stacked)(tf_params)
     rows.update({f"transformer {k}": v for k, v in tf_metrics.items()})
     if head is not None:
         rows["stage-3 head action_mse_sampled_plan"] = validation.head_validation(
-            config, ae_model, tf_model, ae_params, tf_params, batch)(head)[
+            config, ae_model, tf_model, ae_params, tf_params, batch, stacked)(head)[
             "action_mse_sampled_plan"]
     if bc_params is not None:
         rows["BC action_mse"] = validation.bc_validation(bc.make_bc_model(config, ctx.action_dim),
-                                                         batch)(bc_params)["action_mse"]
+                                                         batch, stacked)(bc_params)["action_mse"]
     return rows
 
 
@@ -114,17 +117,20 @@ def _sweep_one(ctx, config, field: str, value, params: dict, step: int) -> dict:
         metric = results["headline"]["metric"]
         row["score_per_training_seed"] = [p["aggregate"][metric]["mean"]
                                           for p in results["per_training_seed"]]
-    return {**row, **_over_seeds(ctx, errors)}
+    per_seed = [errors(i) for i in range(len(ctx.seeds or (0,)))]
+    return {**row, **_seed_rows({name: [p[name] for p in per_seed] if ctx.stacked else per_seed[0][name]
+                                 for name in per_seed[0]})}
 
 
-def _over_seeds(ctx, rows_of) -> dict:
-    """rows_of(seed index) -> {name: value}: as is for one seed; for a stacked run the mean over the
-    training seeds, and each seed's values under 'per_training_seed <name>'."""
-    if not ctx.stacked:
-        return rows_of(0)
-    per_seed = [rows_of(i) for i in range(len(ctx.seeds))]
-    out = {name: float(np.mean([rows[name] for rows in per_seed])) for name in per_seed[0]}
-    out.update({f"per_training_seed {name}": [rows[name] for rows in per_seed] for name in per_seed[0]})
+def _seed_rows(rows: dict) -> dict:
+    """{name: a value, or one per training seed} -> {name: the value or the mean over the seeds},
+    plus each seed's values under 'per_training_seed <name>'."""
+    out = {}
+    for name, value in rows.items():
+        value = np.asarray(value, dtype=float)
+        out[name] = float(value.mean())
+        if value.ndim:
+            out[f"per_training_seed {name}"] = value.tolist()
     return out
 
 
@@ -151,9 +157,8 @@ def main(argv):
     bc_params = None
     if FLAGS.bc_workdir:
         bc_params = train.bc_state(dataclasses.replace(ctx, workdir=FLAGS.bc_workdir), {}, train=False).params
-    report = {"validation": _over_seeds(ctx, lambda i: _validation_table(
-        ctx, config, select(policy.params, i, ctx.stacked), select(bc_params, i, ctx.stacked))),
-        "sweeps": {}}
+    report = {"validation": _seed_rows(_validation_table(ctx, config, policy.params, bc_params)),
+              "sweeps": {}}
     print("\nheld-out validation (final checkpoints, eval sampling options"
           + (f"; mean over training seeds {list(ctx.seeds)}, then each seed)" if ctx.stacked else ")"))
     for name, value in report["validation"].items():
